@@ -1,0 +1,1 @@
+"""Kubernetes API access: client, exec over WebSocket, the per-pool quota."""

@@ -1,0 +1,1 @@
+"""Agent lifecycle: pod manifests, readiness classification, scaling."""

@@ -1,0 +1,1 @@
+"""Build steps: scheduling, batching, the session protocol, step status."""
