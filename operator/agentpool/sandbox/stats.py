@@ -1,0 +1,17 @@
+"""Request counters, peak connections and fault injection for the sandbox.
+
+Placeholder: filled in by the kubelet/exec work. `install` is the contract with cluster.py.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from agentpool.sandbox.cluster import Sandbox
+
+
+def install(app: web.Application, sandbox: Sandbox) -> None:
+    """Add the stats and faults middlewares and the /sandbox/v1/* routes."""
