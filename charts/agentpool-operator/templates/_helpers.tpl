@@ -1,0 +1,104 @@
+{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{- define "agentpool-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name used as the prefix of every object the chart creates. */}}
+{{- define "agentpool-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "agentpool-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: stable across upgrades, so never add the version here. */}}
+{{- define "agentpool-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "agentpool-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "agentpool-operator.labels" -}}
+helm.sh/chart: {{ include "agentpool-operator.chart" . }}
+{{ include "agentpool-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: agentpool
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "agentpool-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "agentpool-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "agentpool-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* kopf peering is used only with more than one replica; one replica runs --standalone. */}}
+{{- define "agentpool-operator.peered" -}}
+{{- if gt (int .Values.replicaCount) 1 }}true{{ end }}
+{{- end }}
+
+{{- define "agentpool-operator.peeringName" -}}
+{{- default (include "agentpool-operator.fullname" .) .Values.peering.name }}
+{{- end }}
+
+{{/*
+Rules the operator needs in every namespace it serves. Shared by the ClusterRole (cluster-wide
+mode) and the per-namespace Roles (namespaced mode) so both modes grant exactly the same verbs.
+*/}}
+{{- define "agentpool-operator.namespacedRules" -}}
+# AgentPool and BuildStep: kopf watches them and patches metadata (finalizers, its annotations).
+- apiGroups: ["agentpool.dev"]
+  resources: ["agentpools", "buildsteps"]
+  verbs: ["get", "list", "watch", "patch"]
+# Status is a separate subresource: the operator reports progress there and never writes spec.
+- apiGroups: ["agentpool.dev"]
+  resources: ["agentpools/status", "buildsteps/status"]
+  verbs: ["get", "patch", "update"]
+# Agent pods: created from the pool's template, watched for readiness, reaped when idle.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "create", "delete", "patch"]
+# Exec over WebSocket is an HTTP GET, which the API server authorizes as "get"; Kubernetes 1.35
+# and later also require "create" for WebSocket upgrades, and a POST (SPDY) exec needs "create".
+- apiGroups: [""]
+  resources: ["pods/exec"]
+  verbs: ["create", "get"]
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
+# kopf posts core/v1 events; the operator's own events may use events.k8s.io.
+- apiGroups: ["", "events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/*
+kopf peering rules: list/watch to see the peers, get/patch on the one object this release uses.
+Both groups are listed because kopf uses whichever of kopf.dev and zalando.org it discovers.
+*/}}
+{{- define "agentpool-operator.peeringRules" -}}
+{{- $resource := .resource }}
+- apiGroups: ["kopf.dev", "zalando.org"]
+  resources: [{{ $resource | quote }}]
+  verbs: ["list", "watch"]
+- apiGroups: ["kopf.dev", "zalando.org"]
+  resources: [{{ $resource | quote }}]
+  resourceNames: [{{ .name | quote }}]
+  verbs: ["get", "patch"]
+{{- end }}
