@@ -1,0 +1,428 @@
+"""The session wire protocol: the driver program, step messages and the frame parser (pure).
+
+One exec into an agent container runs the constant `BOOTSTRAP_COMMAND`. Everything else
+travels over stdin, so no script, env value or nonce ever appears in the exec URL or in a
+process argument list:
+
+1. The bootstrap reads the driver program line by line with the `read` builtin (which reads a
+   pipe byte by byte, so it never consumes input meant for later) up to a `#end` line and
+   `eval`s it. The driver then reads the session nonce as one line.
+2. Each message is one header line. A `run` header announces two raw payloads of stated byte
+   lengths (the launcher and the script). The driver copies them with `dd bs=REMAINING count=1`
+   in a loop: `count=1` is one read(2) of at most REMAINING bytes, so dd never reads past the
+   payload, and raw bytes need no encoding (256 KiB arrive in a few reads, no octal or base64).
+3. The driver answers with frames on stdout, all written by one process (the pump), so frames
+   never interleave. A frame is one header line `<nonce> <type> <step-id> <fields...>`; an
+   output frame `O` is followed by exactly `<len>` raw bytes. Step output never reaches the
+   session's stdout directly: it goes to a file in the container and the pump copies byte ranges
+   of that file into length-prefixed frames, so no step output can forge a frame.
+
+In the container every step has a directory `$AGENTPOOL_STATE_DIR/<step-id>` (default
+`${TMPDIR:-/tmp}/.agentpool`) holding: `started` (created with noclobber by the step's keeper:
+the idempotent start marker, holding the keeper pid), `launch` and `script`, `out` (stdout and
+stderr merged, in write order), `pid` (the step's process group id), `cancel` (a cancel
+request), `rc` (`<exit-code> <reason>`, written atomically by tmp + mv when the step ended).
+
+A keeper process, detached with `setsid` (util-linux and busybox both have it), starts the step
+in its own session/process group, waits for it and writes `rc`; it also enforces the timeout
+(TERM to the group, KILL after a grace period). It shares no descriptor with the session, so the
+step survives a dropped session or an operator restart. Without `setsid` the step still runs
+but is only as detached as the shell allows; `H` reports which mode is in effect.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+PROTOCOL_VERSION = 1
+DEFAULT_SHELL = "/bin/sh"
+DEFAULT_GRACE_SECONDS = 5
+MAX_HEADER = 512
+STEP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+NONCE = re.compile(r"[0-9a-f]{16,64}")
+
+# Constant: no user data, safe to appear in the exec URL.
+BOOTSTRAP = 'p=;while IFS= read -r l;do [ "$l" = "#end" ]&&break;p="$p$l\n";done;eval "$p"'
+BOOTSTRAP_COMMAND: tuple[str, ...] = ("/bin/sh", "-c", BOOTSTRAP.replace("\\n", "\n"))
+
+# The keeper: started once per step, detached from the session. Arguments: state dir of the
+# step, timeout seconds (0: none), grace seconds, suffix of the staged payload files.
+_KEEPER = r"""
+d=$1; t=$2; g=$3; x=$4; SH=$5
+trap : HUP INT TERM
+set -C
+if ! echo $$ >"$d/started"; then rm -f "$d/launch.$x" "$d/script.$x"; exit 0; fi 2>/dev/null
+set +C
+mv -f "$d/launch.$x" "$d/launch"; mv -f "$d/script.$x" "$d/script"
+p=; r=; tp=; kp=
+after() { ( trap 'kill $s 2>/dev/null; exit 0' TERM; sleep "$1" & s=$!; wait $s && eval "$2" ) & }
+stop() {
+  [ -n "$r" ] && return 0
+  r=$1; echo "$r" >"$d/reason.t"; mv -f "$d/reason.t" "$d/reason"
+  kill -TERM "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null
+  after "$g" 'kill -KILL "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null'; kp=$!
+}
+trap 'stop cancelled' USR1
+trap 'stop timeout' ALRM
+if command -v setsid >/dev/null 2>&1; then
+  setsid "$SH" "$d/launch" "$d" >"$d/out" 2>&1 </dev/null &
+else
+  "$SH" "$d/launch" "$d" >"$d/out" 2>&1 </dev/null &
+fi
+p=$!
+echo "$p" >"$d/pid.t"; mv -f "$d/pid.t" "$d/pid"
+[ -e "$d/cancel" ] && stop cancelled
+[ "$t" -gt 0 ] && { after "$t" "kill -ALRM $$"; tp=$!; }
+while :; do
+  wait "$p"; rc=$?
+  kill -0 "$p" 2>/dev/null || break
+done
+[ -n "$tp" ] && kill "$tp" 2>/dev/null
+[ -n "$kp" ] && kill "$kp" 2>/dev/null
+echo "$rc ${r:-exit}" >"$d/rc.t"; mv -f "$d/rc.t" "$d/rc"
+"""
+
+# The driver: a reader (this shell, consuming stdin) and a pump (a background subshell, the
+# only writer of frames). They talk through numbered files in a per-session queue directory;
+# the reader wakes the pump with USR1, which interrupts the pump's `wait` on its poll sleep.
+_DRIVER = r"""
+IFS= read -r N || exit 3
+case $N in *[!0-9a-f]*|'') exit 3;; esac
+SH=${AGENTPOOL_SH:-/bin/sh}
+S=${AGENTPOOL_STATE_DIR:-${TMPDIR:-/tmp}/.agentpool}
+umask 077
+[ -d "$S" ] || mkdir -p "$S" || exit 4
+Q=$S/.session.$N
+mkdir "$Q" "$Q/q" "$Q/t" || exit 4
+exec 3>&1 1>&2
+if command -v setsid >/dev/null 2>&1; then M=setsid; else M=shared; fi
+if sleep 0.001 2>/dev/null; then Z0=0.002; Z1=0.25; ZS="0.002 0.004 0.008 0.016 0.032 0.064 0.128 0.25"; else Z0=1; Z1=1; ZS=1; fi
+K=$(cat <<'AGENTPOOL_KEEPER'
+@KEEPER@
+AGENTPOOL_KEEPER
+)
+pump() {
+  trap 'w=1' USR1
+  w=0; A=; B=; z=$Z0
+  printf '%s H - @VERSION@ %s\n' "$N" "$M" >&3
+  while :; do
+    y=
+    for f in "$Q"/q/*; do
+      [ -e "$f" ] || continue
+      read -r c a b <"$f"; rm -f "$f"; k=${f##*/}
+      case $c in
+      W) A="$A $k"; eval "i_$k=\$a o_$k=\$b s_$k=0"; y=1;;
+      U|C|E) printf '%s %s %s %s\n' "$N" "$c" "$a" "$b" >&3;;
+      B) B=1;;
+      Q) printf '%s B -\n' "$N" >&3; exit 0;;
+      esac
+    done
+    L=
+    for k in $A; do
+      eval "i=\$i_$k o=\$o_$k s=\$s_$k"
+      d=$S/$i
+      if [ "$s" = 0 ]; then
+        if [ -s "$d/pid" ]; then
+          read -r p <"$d/pid"; printf '%s S %s %s\n' "$N" "$i" "$p" >&3; s=1; y=1
+        elif [ -s "$d/started" ] && [ ! -e "$d/rc" ]; then
+          read -r kp <"$d/started"
+          if ! kill -0 "$kp" 2>/dev/null && [ ! -e "$d/pid" ] && [ ! -e "$d/rc" ]; then
+            printf '%s F %s -1 %s lost\n' "$N" "$i" "$o" >&3; y=1; continue
+          fi
+        fi
+      fi
+      if [ "$s" = 1 ]; then
+        e=; [ -e "$d/rc" ] && e=1
+        n=$(($(wc -c 2>/dev/null <"$d/out" || echo 0)))
+        while [ "$o" -lt "$n" ]; do
+          if [ $((o % 65536)) = 0 ]; then
+            dd if="$d/out" bs=65536 skip=$((o / 65536)) count=16 2>/dev/null >"$Q/c"
+          else
+            dd if="$d/out" bs=65536 skip=$((o / 65536)) count=16 2>/dev/null | tail -c +$((o % 65536 + 1)) >"$Q/c"
+          fi
+          m=$(($(wc -c <"$Q/c")))
+          [ "$m" -gt 0 ] || break
+          printf '%s O %s %s %s\n' "$N" "$i" "$o" "$m" >&3
+          cat "$Q/c" >&3
+          o=$((o + m)); y=1
+        done
+        if [ -n "$e" ]; then
+          read -r x r <"$d/rc"; printf '%s F %s %s %s %s\n' "$N" "$i" "$x" "$o" "$r" >&3; y=1; continue
+        fi
+        read -r kp <"$d/started"
+        if ! kill -0 "$kp" 2>/dev/null && [ ! -e "$d/rc" ]; then
+          printf '%s F %s -1 %s lost\n' "$N" "$i" "$o" >&3; y=1; continue
+        fi
+      fi
+      eval "o_$k=\$o s_$k=\$s"; L="$L $k"
+    done
+    A=$L
+    if [ -n "$B" ] && [ -z "$A" ]; then printf '%s B -\n' "$N" >&3; exit 0; fi
+    if [ -n "$y" ]; then z=$Z0; else
+      for v in $ZS; do case $v in "$z") z=;; *) [ -z "$z" ] && { z=$v; break; };; esac; done
+      [ -n "$z" ] || z=$Z1
+    fi
+    if [ "$w" = 0 ]; then sleep "$z" & sp=$!; wait "$sp"; kill "$sp" 2>/dev/null; fi
+    w=0
+  done
+}
+trap '' USR1
+pump &
+P=$!
+trap - USR1
+n=1000000
+enq() { n=$((n + 1)); echo "$*" >"$Q/t/$n"; mv -f "$Q/t/$n" "$Q/q/$n"; kill -USR1 "$P" 2>/dev/null; }
+readn() {
+  : >"$2"; g=0
+  while [ "$g" -lt "$1" ]; do
+    dd bs=$(($1 - g)) count=1 2>/dev/null >>"$2"
+    h=$(($(wc -c <"$2")))
+    [ "$h" -gt "$g" ] || return 1
+    g=$h
+  done
+}
+E=
+while IFS=' ' read -r c a b t g l s; do
+  case $a in ''|-|.*|*[!A-Za-z0-9._-]*) v=;; *) v=1;; esac
+  d=$S/$a
+  case $c in
+  run)
+    case $l$s in ''|*[!0-9]*) enq E - badmsg; E=1; break;; esac
+    if [ -z "$v" ]; then
+      readn "$l" "$Q/x" && readn "$s" "$Q/x" || { E=1; break; }
+      enq E - badid; continue
+    fi
+    [ -d "$d" ] || mkdir "$d" 2>/dev/null
+    readn "$l" "$d/launch.$N" && readn "$s" "$d/script.$N" || { E=1; break; }
+    if [ -e "$d/started" ]; then
+      rm -f "$d/launch.$N" "$d/script.$N"
+    elif [ "$M" = setsid ]; then
+      setsid "$SH" -c "$K" keeper "$d" "$t" "$g" "$N" "$SH" </dev/null >/dev/null 2>&1 3>&- &
+    else
+      "$SH" -c "$K" keeper "$d" "$t" "$g" "$N" "$SH" </dev/null >/dev/null 2>&1 3>&- &
+    fi
+    enq W "$a" "$b";;
+  resume)
+    if [ -n "$v" ] && [ -e "$d/started" ]; then enq W "$a" "$b"; else enq U "$a"; fi;;
+  cancel)
+    if [ -n "$v" ] && [ -s "$d/started" ] && [ ! -e "$d/rc" ]; then
+      : >"$d/cancel"; read -r kp <"$d/started"; kill -USR1 "$kp" 2>/dev/null; enq C "$a" 1
+    else
+      enq C "${a:--}" 0
+    fi;;
+  bye) break;;
+  quit) enq Q; wait "$P"; rm -rf "$Q"; exit 0;;
+  *) enq E - badmsg;;
+  esac
+done
+enq B
+wait "$P"
+rm -rf "$Q"
+exit 0
+"""
+
+DRIVER = _DRIVER.replace("@KEEPER@", _KEEPER.strip()).replace(
+    "@VERSION@", str(PROTOCOL_VERSION)
+)
+
+
+class ProtocolError(Exception):
+    """The driver's output does not follow the protocol (wrong nonce, bad header)."""
+
+
+class StepRequestError(ValueError):
+    """A step request cannot be encoded (bad id, env name, NUL in a value...)."""
+
+
+@dataclass(frozen=True)
+class StepRequest:
+    """One step to run in a session."""
+
+    step_id: str
+    script: bytes
+    shell: str = DEFAULT_SHELL
+    env: Mapping[str, str] = field(default_factory=dict)
+    working_dir: str | None = None
+    timeout: int | None = None  # whole seconds; None or 0: no timeout
+    grace: int = DEFAULT_GRACE_SECONDS
+
+
+def _quote(value: str) -> str:
+    if "\0" in value:
+        raise StepRequestError("NUL byte in a value")
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def check_step_id(step_id: str) -> None:
+    if not STEP_ID.fullmatch(step_id):
+        raise StepRequestError(f"invalid step id {step_id!r}")
+
+
+def build_launcher(request: StepRequest) -> bytes:
+    """The small sh program that sets cwd and env, then execs the step's shell on its script."""
+    lines = []
+    if request.working_dir:
+        wd = _quote(request.working_dir)
+        lines.append(f"cd -- {wd} || {{ echo agentpool: cannot enter workingDir {wd} >&2; exit 126; }}")
+    for name, value in request.env.items():
+        if not ENV_NAME.fullmatch(name):
+            raise StepRequestError(f"invalid env name {name!r}")
+        lines.append(f"{name}={_quote(value)}; export {name}")
+    lines.append(f'exec {_quote(request.shell or DEFAULT_SHELL)} "$1/script"')
+    return ("\n".join(lines) + "\n").encode()
+
+
+def build_hello(nonce: str) -> bytes:
+    """Driver program and nonce: the first bytes written to a session's stdin."""
+    if not NONCE.fullmatch(nonce):
+        raise StepRequestError("nonce must be 16-64 lowercase hex digits")
+    return DRIVER.encode() + b"\n#end\n" + nonce.encode() + b"\n"
+
+
+def build_run(request: StepRequest, offset: int = 0) -> bytes:
+    """Start the step unless it was started before, and stream its output from `offset`."""
+    check_step_id(request.step_id)
+    launcher = build_launcher(request)
+    timeout = max(0, int(request.timeout or 0))
+    header = (
+        f"run {request.step_id} {int(offset)} {timeout} {max(0, int(request.grace))} "
+        f"{len(launcher)} {len(request.script)}\n"
+    )
+    return header.encode() + launcher + request.script
+
+
+def build_resume(step_id: str, offset: int) -> bytes:
+    check_step_id(step_id)
+    return f"resume {step_id} {int(offset)}\n".encode()
+
+
+def build_cancel(step_id: str) -> bytes:
+    check_step_id(step_id)
+    return f"cancel {step_id}\n".encode()
+
+
+BYE = b"bye\n"
+QUIT = b"quit\n"
+
+
+# Events produced by the parser.
+@dataclass(frozen=True)
+class Hello:
+    version: int
+    mode: str  # "setsid" when steps get their own session and process group
+
+
+@dataclass(frozen=True)
+class Started:
+    step_id: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class Output:
+    step_id: str
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Finished:
+    step_id: str
+    exit_code: int  # -1 when lost
+    total_bytes: int
+    reason: str  # exit | timeout | cancelled | lost
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """A resume asked for a step that was never started in this container."""
+
+    step_id: str
+
+
+@dataclass(frozen=True)
+class CancelAck:
+    step_id: str
+    delivered: bool  # False: nothing running to cancel
+
+
+@dataclass(frozen=True)
+class DriverError:
+    step_id: str
+    code: str
+
+
+@dataclass(frozen=True)
+class Goodbye:
+    pass
+
+
+Event = Hello | Started | Output | Finished | Unknown | CancelAck | DriverError | Goodbye
+
+
+class FrameParser:
+    """Incremental demultiplexer of the driver's stdout; output bytes are passed through as they
+    arrive, so a large chunk never has to be buffered whole."""
+
+    def __init__(self, nonce: str) -> None:
+        self._nonce = nonce.encode()
+        self._buf = bytearray()
+        self._pending: tuple[str, int, int] | None = None  # step, next offset, bytes left
+
+    def feed(self, data: bytes) -> list[Event]:
+        events: list[Event] = []
+        self._buf += data
+        while self._buf:
+            if self._pending is not None:
+                step_id, offset, left = self._pending
+                take = bytes(self._buf[:left])
+                del self._buf[: len(take)]
+                events.append(Output(step_id, offset, take))
+                left -= len(take)
+                self._pending = (step_id, offset + len(take), left) if left else None
+                continue
+            end = self._buf.find(b"\n")
+            if end < 0:
+                if len(self._buf) > MAX_HEADER:
+                    raise ProtocolError("frame header too long")
+                break
+            line = bytes(self._buf[:end])
+            del self._buf[: end + 1]
+            event = self._header(line)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _header(self, line: bytes) -> Event | None:
+        parts = line.split(b" ")
+        if len(parts) < 3 or parts[0] != self._nonce:
+            raise ProtocolError(f"bad frame header {line[:80]!r}")
+        try:
+            kind = parts[1].decode("ascii")
+            step_id = parts[2].decode("ascii")
+            fields = [p.decode("ascii") for p in parts[3:]]
+            if kind == "O":
+                offset, length = int(fields[0]), int(fields[1])
+                if length > 0:
+                    self._pending = (step_id, offset, length)
+                return None
+            if kind == "S":
+                return Started(step_id, int(fields[0]))
+            if kind == "F":
+                return Finished(step_id, int(fields[0]), int(fields[1]), fields[2])
+            if kind == "H":
+                return Hello(int(fields[0]), fields[1])
+            if kind == "U":
+                return Unknown(step_id)
+            if kind == "C":
+                return CancelAck(step_id, fields[0] == "1")
+            if kind == "E":
+                return DriverError(step_id, fields[0] if fields else "")
+            if kind == "B":
+                return Goodbye()
+        except (IndexError, ValueError, UnicodeDecodeError) as exc:
+            raise ProtocolError(f"bad frame header {line[:80]!r}") from exc
+        raise ProtocolError(f"unknown frame type {line[:80]!r}")
