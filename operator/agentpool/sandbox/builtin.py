@@ -1,0 +1,136 @@
+"""Built-in objects checked against the Kubernetes 1.37 definitions, plus key semantic checks."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import jsonschema
+
+from agentpool.sandbox import causes
+from agentpool.sandbox.causes import Cause, field_path, json_type
+from agentpool.sandbox.definitions import BUILTIN_KINDS, REF_PREFIX, definitions
+from agentpool.sandbox.objectmeta import NameRule, dns_label_errors, validate_object_meta
+
+_NAME_RULES: dict[str, NameRule] = {"namespaces": "label", "services": "dns1035"}
+_RESTART_POLICIES = ("Always", "OnFailure", "Never")
+_POD_TEMPLATE_OWNERS = (
+    "deployments.apps",
+    "replicasets.apps",
+    "statefulsets.apps",
+    "daemonsets.apps",
+    "jobs.batch",
+)
+
+
+@cache
+def _validator(definition: str) -> jsonschema.protocols.Validator:
+    schema = {"$ref": REF_PREFIX + definition, "$defs": definitions()}
+    validator: jsonschema.protocols.Validator = jsonschema.Draft202012Validator(schema)
+    return validator
+
+
+def validate_builtin(resource: str, obj: dict[str, Any]) -> list[Cause]:
+    """Causes a 1.37 API server would report for `obj`; [] for resources it has no rules for."""
+    kind = BUILTIN_KINDS.get(resource)
+    if kind is None:
+        return []
+    found = validate_object_meta(
+        obj.get("metadata"), name_rule=_NAME_RULES.get(resource, "subdomain")
+    )
+    found.extend(_schema_causes(kind.definition, _without_nulls(obj)))
+    spec = obj.get("spec")
+    if resource == "pods" and isinstance(spec, dict):
+        found.extend(pod_spec_causes(spec, "spec"))
+    elif resource in _POD_TEMPLATE_OWNERS and isinstance(spec, dict):
+        template = spec.get("template")
+        pod_spec = template.get("spec") if isinstance(template, dict) else None
+        if isinstance(pod_spec, dict):
+            found.extend(pod_spec_causes(pod_spec, "spec.template.spec"))
+    return _unique(found)
+
+
+def pod_spec_causes(spec: dict[str, Any], path: str) -> list[Cause]:
+    """What `ValidatePodSpec` checks first: containers present, named uniquely, with images."""
+    found: list[Cause] = []
+    containers = spec.get("containers")
+    if not containers:
+        found.append(causes.required(f"{path}.containers"))
+    policy = spec.get("restartPolicy")
+    if policy is not None and policy not in _RESTART_POLICIES:
+        found.append(causes.not_supported(f"{path}.restartPolicy", policy, _RESTART_POLICIES))
+    names: set[str] = set()
+    for group in ("initContainers", "containers", "ephemeralContainers"):
+        listed = spec.get(group)
+        if not isinstance(listed, list):
+            continue
+        for index, container in enumerate(listed):
+            if not isinstance(container, dict):
+                continue
+            where = f"{path}.{group}[{index}]"
+            name = container.get("name")
+            if not name:
+                found.append(causes.required(f"{where}.name"))
+            elif isinstance(name, str):
+                found.extend(
+                    causes.invalid(f"{where}.name", name, m) for m in dns_label_errors(name)
+                )
+                if name in names:
+                    found.append(causes.duplicate(f"{where}.name", name))
+                names.add(name)
+            if group != "ephemeralContainers" and not container.get("image"):
+                found.append(causes.required(f"{where}.image"))
+    return found
+
+
+def _schema_causes(definition: str, obj: dict[str, Any]) -> list[Cause]:
+    found: list[Cause] = []
+    for error in _validator(definition).iter_errors(obj):
+        found.extend(_cause(error))
+    return found
+
+
+def _cause(error: jsonschema.ValidationError) -> list[Cause]:
+    parts = list(error.absolute_path)
+    where = field_path([p if isinstance(p, int) else str(p) for p in parts])
+    body = f"{where or 'body'} in body"
+    keyword, instance, rule = error.validator, error.instance, error.validator_value
+    expected: Any = rule
+    if keyword == "required" and isinstance(instance, dict):
+        return [
+            causes.required(field_path([*parts, key])) for key in expected if key not in instance
+        ]
+    if keyword == "enum":
+        return [causes.not_supported(where, instance, list(expected))]
+    if keyword == "type":
+        wanted = error.validator_value
+        wanted = (
+            next((t for t in wanted if t != "null"), wanted) if isinstance(wanted, list) else wanted
+        )
+        detail = f'{body} must be of type {wanted}: "{json_type(instance)}"'
+        return [causes.type_invalid(where, json_type(instance), detail)]
+    if keyword in ("oneOf", "anyOf"):
+        # IntOrString and Quantity: the only unions in the definitions.
+        detail = f"{body} must be of type integer-or-string"
+        return [causes.type_invalid(where, json_type(instance), detail)]
+    return [causes.invalid(where, instance, f"{body} {error.message}")]
+
+
+def _without_nulls(value: Any) -> Any:
+    # The API server decodes null as "unset"; jsonschema would trip over null in oneOf unions.
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def _unique(found: list[Cause]) -> list[Cause]:
+    seen: set[tuple[str, str, str]] = set()
+    unique = []
+    for cause in found:
+        key = (cause["field"], cause["reason"], cause["message"])
+        if key not in seen:
+            seen.add(key)
+            unique.append(cause)
+    return unique
