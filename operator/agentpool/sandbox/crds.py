@@ -1,0 +1,143 @@
+"""CustomResourceDefinitions: checking them, their status, and validating their objects."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+from agentpool.sandbox.errors import Cause, field_cause
+from agentpool.sandbox.resources import BUILTINS
+
+_BUILTIN_KEYS = {t.key for t in BUILTINS}
+
+
+def check_definition(crd: dict[str, Any]) -> list[Cause]:
+    """The structural checks the API server makes before it accepts a CRD."""
+    causes: list[Cause] = []
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    group, plural = spec.get("group"), names.get("plural")
+    if not group:
+        causes.append(field_cause("FieldValueRequired", "spec.group", "Required value"))
+    if not plural:
+        causes.append(field_cause("FieldValueRequired", "spec.names.plural", "Required value"))
+    if not names.get("kind"):
+        causes.append(field_cause("FieldValueRequired", "spec.names.kind", "Required value"))
+    if spec.get("scope") not in ("Namespaced", "Cluster"):
+        causes.append(
+            field_cause(
+                "FieldValueNotSupported",
+                "spec.scope",
+                f'Unsupported value: "{spec.get("scope", "")}": supported values: '
+                '"Cluster", "Namespaced"',
+            )
+        )
+    versions = spec.get("versions") or []
+    if not versions:
+        causes.append(field_cause("FieldValueRequired", "spec.versions", "Required value"))
+    elif sum(1 for v in versions if v.get("storage")) != 1:
+        causes.append(
+            field_cause(
+                "FieldValueInvalid",
+                "spec.versions",
+                "Invalid value: must have exactly one version marked as storage version",
+            )
+        )
+    name = crd.get("metadata", {}).get("name", "")
+    if group and plural and name != f"{plural}.{group}":
+        causes.append(
+            field_cause(
+                "FieldValueInvalid",
+                "metadata.name",
+                f'Invalid value: "{name}": must be spec.names.plural+"."+spec.group',
+            )
+        )
+    if f"{plural}.{group}" in _BUILTIN_KEYS:
+        causes.append(
+            field_cause(
+                "FieldValueInvalid", "spec.group", "Invalid value: collides with a built-in"
+            )
+        )
+    return causes
+
+
+def established_status(crd: dict[str, Any], now: str) -> dict[str, Any]:
+    """Status as the CRD controllers leave it once the names are accepted and served."""
+    spec = crd.get("spec") or {}
+    storage = [v["name"] for v in spec.get("versions") or [] if v.get("storage")]
+
+    def condition(kind: str, reason: str, message: str) -> dict[str, Any]:
+        return {
+            "type": kind,
+            "status": "True",
+            "lastTransitionTime": now,
+            "reason": reason,
+            "message": message,
+        }
+
+    return {
+        "conditions": [
+            condition("NamesAccepted", "NoConflicts", "no conflicts found"),
+            condition(
+                "Established", "InitialNamesAccepted", "the initial names have been accepted"
+            ),
+        ],
+        "acceptedNames": dict(spec.get("names") or {}),
+        "storedVersions": storage,
+    }
+
+
+class SchemaCache:
+    """One `CustomResourceSchema` per CRD version, rebuilt when the CRD changes."""
+
+    def __init__(self) -> None:
+        self._schemas: dict[tuple[str, str], Any] = {}
+        self._module: ModuleType | None = None
+        self._loaded = False
+
+    def _schema_module(self) -> ModuleType | None:
+        if not self._loaded:
+            self._loaded = True
+            try:
+                self._module = importlib.import_module("agentpool.sandbox.schema")
+            except ImportError:
+                self._module = None
+        return self._module
+
+    def forget(self, key: str) -> None:
+        for cached in [k for k in self._schemas if k[0] == key]:
+            del self._schemas[cached]
+
+    def schema(self, key: str, crd: dict[str, Any], version: str) -> Any:
+        cached = (key, version)
+        if cached not in self._schemas:
+            module = self._schema_module()
+            self._schemas[cached] = (
+                module.CustomResourceSchema.from_crd(crd, version) if module else None
+            )
+        return self._schemas[cached]
+
+    def admit(
+        self,
+        key: str,
+        crd: dict[str, Any],
+        version: str,
+        obj: dict[str, Any],
+        old: dict[str, Any] | None,
+    ) -> tuple[dict[str, Any], list[Cause]]:
+        """Prune, default and validate a custom object; returns the object to store and causes."""
+        schema = self.schema(key, crd, version)
+        if schema is None:
+            return obj, []
+        obj = schema.default(schema.prune(obj))
+        causes: list[Cause] = schema.validate(obj, old)
+        return obj, causes
+
+    def validate_builtin(self, key: str, obj: dict[str, Any]) -> list[Cause]:
+        module = self._schema_module()
+        validate = getattr(module, "validate_builtin", None) if module else None
+        if validate is None:
+            return []
+        causes: list[Cause] = validate(key, obj)
+        return causes
