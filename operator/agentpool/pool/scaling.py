@@ -28,11 +28,11 @@ Rules, in the order they apply (docs/agents.md tells the story):
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
+from agentpool.model import AgentCounts, Condition, ConditionStatus
 from agentpool.pool.readiness import AgentState
 
 # At most this many failed agents are named in the Degraded message.
@@ -253,32 +253,13 @@ def plan(snapshot: PoolSnapshot, now: datetime) -> ScalingPlan:
     )
 
 
-@dataclass(frozen=True)
-class AgentCounts:
-    starting: int
-    idle: int
-    busy: int
-    failed: int
-    lost: int
-
-    @property
-    def total(self) -> int:
-        return self.starting + self.idle + self.busy + self.failed + self.lost
-
-    def as_status(self) -> dict[str, int]:
-        """The ``status.agents`` object of the AgentPool CRD."""
-        return {
-            "starting": self.starting,
-            "idle": self.idle,
-            "busy": self.busy,
-            "failed": self.failed,
-            "total": self.total,
-        }
-
-
 def count_agents(agents: Iterable[Agent]) -> AgentCounts:
-    """Agents by state; a ready agent is busy or idle, a failed one counts as failed."""
-    starting = idle = busy = failed = lost = 0
+    """Agents by state for ``status.agents``.
+
+    A ready agent is busy or idle; lost agents (vanished or being deleted) are leaving
+    and not counted.
+    """
+    starting = idle = busy = failed = 0
     for a in agents:
         if a.state is AgentState.STARTING:
             starting += 1
@@ -287,17 +268,7 @@ def count_agents(agents: Iterable[Agent]) -> AgentCounts:
             idle += not a.busy
         elif a.state is AgentState.FAILED:
             failed += 1
-        else:
-            lost += 1
-    return AgentCounts(starting=starting, idle=idle, busy=busy, failed=failed, lost=lost)
-
-
-@dataclass(frozen=True)
-class Condition:
-    type: str
-    status: str
-    reason: str
-    message: str
+    return AgentCounts(starting=starting, idle=idle, busy=busy, failed=failed)
 
 
 def pool_conditions(
@@ -307,53 +278,26 @@ def pool_conditions(
     max_agents: int,
     spec_errors: Sequence[str] = (),
     problems: Sequence[tuple[str, str]] = (),
+    observed_generation: int | None = None,
 ) -> tuple[Condition, Condition]:
     """The pool's ``Ready`` and ``Degraded`` conditions.
 
     ``spec_errors``: human messages about an unusable spec. ``problems``: other (reason,
     message) pairs that degrade the pool, e.g. ``ApiQuotaTimeout`` from the step layer.
+    Write them with ``model.merge_condition`` (it keeps ``lastTransitionTime``).
     """
-    counts = count_agents(agents)
     if spec_errors:
         text = "; ".join(spec_errors)
-        return (
-            Condition("Ready", "False", "InvalidSpec", text),
-            Condition("Degraded", "True", "InvalidSpec", text),
-        )
-    return _ready_condition(counts, min(max(0, min_idle), max(0, max_agents))), (
-        _degraded_condition(agents, problems)
+        ready = Condition("Ready", ConditionStatus.FALSE, "InvalidSpec", text)
+        degraded = Condition("Degraded", ConditionStatus.TRUE, "InvalidSpec", text)
+    else:
+        warm = min(max(0, min_idle), max(0, max_agents))
+        ready = _ready_condition(count_agents(agents), warm)
+        degraded = _degraded_condition(agents, problems)
+    return (
+        replace(ready, observed_generation=observed_generation),
+        replace(degraded, observed_generation=observed_generation),
     )
-
-
-def condition_entries(
-    conditions: Iterable[Condition],
-    *,
-    previous: Sequence[Mapping[str, Any]],
-    now: datetime,
-    observed_generation: int | None = None,
-) -> list[dict[str, Any]]:
-    """Conditions in the metav1.Condition shape for ``status.conditions``.
-
-    ``lastTransitionTime`` is kept from ``previous`` while the status stays the same, so it
-    tells when the condition last flipped, not when the status was last written.
-    """
-    before = {str(c.get("type")): c for c in previous}
-    stamp = _aware(now).strftime("%Y-%m-%dT%H:%M:%SZ")
-    entries: list[dict[str, Any]] = []
-    for c in conditions:
-        old = before.get(c.type)
-        same = old is not None and old.get("status") == c.status
-        entry: dict[str, Any] = {
-            "type": c.type,
-            "status": c.status,
-            "reason": c.reason,
-            "message": c.message,
-            "lastTransitionTime": str(old.get("lastTransitionTime")) if same and old else stamp,
-        }
-        if observed_generation is not None:
-            entry["observedGeneration"] = observed_generation
-        entries.append(entry)
-    return entries
 
 
 def _ready_condition(counts: AgentCounts, warm: int) -> Condition:
@@ -363,13 +307,19 @@ def _ready_condition(counts: AgentCounts, warm: int) -> Condition:
         summary += f", {counts.starting} starting"
     if warm == 0:
         return Condition(
-            "Ready", "True", "OnDemand", f"minIdle is 0: agents start when builds wait; {summary}"
+            "Ready",
+            ConditionStatus.TRUE,
+            "OnDemand",
+            f"minIdle is 0: agents start when builds wait; {summary}",
         )
     if started >= warm:
-        return Condition("Ready", "True", "AgentsReady", f"{summary}; minIdle {warm}")
+        return Condition("Ready", ConditionStatus.TRUE, "AgentsReady", f"{summary}; minIdle {warm}")
     reason = "AgentsStarting" if counts.starting else "AgentsNotReady"
     return Condition(
-        "Ready", "False", reason, f"{started} of {warm} warm agent(s) ready; {summary}"
+        "Ready",
+        ConditionStatus.FALSE,
+        reason,
+        f"{started} of {warm} warm agent(s) ready; {summary}",
     )
 
 
@@ -402,8 +352,10 @@ def _degraded_condition(agents: Sequence[Agent], problems: Sequence[tuple[str, s
         )
     causes.extend(problems)
     if not causes:
-        return Condition("Degraded", "False", "AsExpected", "no agent is failing")
-    return Condition("Degraded", "True", causes[0][0], "; ".join(text for _, text in causes))
+        return Condition("Degraded", ConditionStatus.FALSE, "AsExpected", "no agent is failing")
+    return Condition(
+        "Degraded", ConditionStatus.TRUE, causes[0][0], "; ".join(text for _, text in causes)
+    )
 
 
 def _create_reason(

@@ -6,16 +6,12 @@ import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from agentpool.pool.readiness import AgentState
 from agentpool.pool.scaling import (
     Agent,
-    Condition,
     DeletionReason,
     PoolSnapshot,
     ScalingPlan,
-    condition_entries,
     count_agents,
     plan,
     pool_conditions,
@@ -347,12 +343,12 @@ def test_property_plan_is_deterministic() -> None:
 
 def test_counts_by_state_for_status() -> None:
     agents = [agent("a"), agent("b", busy=True), agent("c", S), agent("d", F), agent("e", L)]
-    assert count_agents(agents).as_status() == {
+    assert count_agents(agents).to_body() == {
         "starting": 1,
         "idle": 1,
         "busy": 1,
         "failed": 1,
-        "total": 5,
+        "total": 4,
     }
 
 
@@ -417,35 +413,6 @@ def test_other_problems_degrade_the_pool() -> None:
     assert (degraded.status, degraded.reason) == ("True", "ApiQuotaTimeout")
 
 
-@pytest.mark.parametrize(
-    ("old_status", "expected_time"),
-    [("True", "2026-11-24T13:00:00Z"), ("False", "2026-11-24T14:00:00Z")],
-)
-def test_condition_entries_keep_transition_time_while_status_holds(
-    old_status: str, expected_time: str
-) -> None:
-    previous = [
-        {
-            "type": "Ready",
-            "status": old_status,
-            "reason": "AgentsReady",
-            "message": "",
-            "lastTransitionTime": "2026-11-24T13:00:00Z",
-        }
-    ]
-    entries = condition_entries(
-        [Condition("Ready", "True", "AgentsReady", "1 ready")],
-        previous=previous,
-        now=NOW,
-        observed_generation=4,
-    )
-    assert entries == [
-        {
-            "type": "Ready",
-            "status": "True",
-            "reason": "AgentsReady",
-            "message": "1 ready",
-            "lastTransitionTime": expected_time,
-            "observedGeneration": 4,
-        }
-    ]
+def test_conditions_carry_the_observed_generation() -> None:
+    conditions = pool_conditions([], min_idle=0, max_agents=1, observed_generation=7)
+    assert [c.observed_generation for c in conditions] == [7, 7]
