@@ -139,7 +139,16 @@ def classify(
                 f"{text} (still failing {waited:.0f}s after the pull began, grace "
                 f"{image_pull_grace:g}s)",
             )
-        return AgentStatus(AgentState.STARTING, reason, text, f"image pull of container {name}")
+        waiting_on = f"image pull of container {name} ({reason})"
+        if _seconds_since(_timestamp(meta.get("creationTimestamp")), now) >= startup_timeout:
+            # A grace longer than the startup timeout must not keep a pod forever.
+            return AgentStatus(
+                AgentState.FAILED,
+                "StartupTimeout",
+                f"not started after {startup_timeout:g}s: {waiting_on}; {text}",
+                waiting_on,
+            )
+        return AgentStatus(AgentState.STARTING, reason, text, waiting_on)
 
     specs_by_name = {str(c.get("name")): c for c in spec_containers}
     not_running, not_ready = _unstarted(ordered, specs_by_name, statuses)

@@ -583,3 +583,24 @@ def test_naive_now_is_taken_as_utc() -> None:
         now=datetime(2026, 11, 24, 13, 1, 18),
     )
     assert status.state == R
+
+
+def test_pull_grace_longer_than_startup_timeout_still_times_out() -> None:
+    status = classify(
+        pod("Pending", [waiting("jnlp", "ImagePullBackOff", PULL_MESSAGE)]),
+        tolerate_virtual_kubelet_pending=True,
+        agent_container="jnlp",
+        startup_timeout=60,
+        image_pull_grace=600,
+        now=CREATED + timedelta(seconds=61),
+    )
+    assert (status.state, status.reason, status.waiting_on) == (
+        F,
+        "StartupTimeout",
+        "image pull of container jnlp (ImagePullBackOff)",
+    )
+
+
+def test_pull_failure_message_quotes_the_registry_error() -> None:
+    status = run(CASES["ImagePullBackOff after grace"].pod, PULL_GRACE + 1, tolerate=True)
+    assert status.message.startswith(f"container jnlp: ImagePullBackOff: {PULL_MESSAGE}")
