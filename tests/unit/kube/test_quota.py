@@ -1,0 +1,205 @@
+"""The per-pool API connection quota: FIFO, limits, timeouts, cancellation, yield signal."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from agentpool.kube.quota import ApiQuota, Connection, QuotaRegistry, QuotaTimeout, Waiter
+from agentpool.metrics import Catalogue
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def metrics() -> Catalogue:
+    return Catalogue(CollectorRegistry())
+
+
+def quota_of(metrics: Catalogue, limit: int, queue_timeout: float | None = 30.0) -> ApiQuota:
+    return ApiQuota("ns/pool", limit, queue_timeout=queue_timeout, metrics=metrics)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Let other tasks run until the condition holds (bounded)."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never became true")
+
+
+def sample(metrics: Catalogue, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, {"pool": "ns/pool", **labels})
+
+
+async def test_waiters_get_slots_in_arrival_order(metrics: Catalogue) -> None:
+    quota = quota_of(metrics, 1)
+    holder = await quota.acquire("poll", "first")
+    order: list[str] = []
+
+    async def take(name: str) -> None:
+        async with quota.slot("exec", name):
+            order.append(name)
+
+    tasks = [asyncio.create_task(take(name)) for name in "abcde"]
+    await until(lambda: quota.queued_count == 5)
+    quota.release(holder)
+    await asyncio.gather(*tasks)
+    assert order == list("abcde")
+
+
+async def test_limit_is_never_exceeded_under_contention(metrics: Catalogue) -> None:
+    quota = quota_of(metrics, 3)
+    peak = 0
+
+    async def work() -> None:
+        nonlocal peak
+        async with quota.slot("poll", "pod"):
+            peak = max(peak, quota.running_count)
+            for _ in range(3):
+                await asyncio.sleep(0)
+
+    await asyncio.gather(*(work() for _ in range(200)))
+    assert peak == 3
+    assert (quota.running_count, quota.queued_count) == (0, 0)
+
+
+async def test_raising_the_limit_admits_waiters_at_once(metrics: Catalogue) -> None:
+    quota = quota_of(metrics, 1)
+    await quota.acquire("exec", "held")
+    waiters = [asyncio.create_task(quota.acquire("poll", str(i))) for i in range(2)]
+    await until(lambda: quota.queued_count == 2)
+    quota.set_limit(3)
+    await asyncio.gather(*waiters)
+    assert (quota.running_count, quota.queued_count) == (3, 0)
+
+
+async def test_lowering_the_limit_lets_running_connections_finish(metrics: Catalogue) -> None:
+    quota = quota_of(metrics, 3)
+    held = [await quota.acquire("exec", str(i)) for i in range(3)]
+    quota.set_limit(1)
+    waiter = asyncio.create_task(quota.acquire("poll", "late"))
+    await until(lambda: quota.queued_count == 1)
+    quota.release(held[0])
+    quota.release(held[1])
+    assert (quota.running_count, quota.queued_count) == (1, 1)
+    quota.release(held[2])
+    await waiter
+    assert (quota.running_count, quota.queued_count) == (1, 0)
+
+
+async def test_timeout_names_pool_limit_counts_and_settings(metrics: Catalogue) -> None:
+    quota = quota_of(metrics, 1, queue_timeout=0.05)
+    await quota.acquire("exec", "ns/agent-1/main")
+    with pytest.raises(QuotaTimeout) as caught:
+        await quota.acquire("create pod", "ns/agent-2")
+    error = caught.value
+    assert error.reason == "ApiQuotaTimeout"
+    assert (error.limit, error.running, error.queued) == (1, 1, 1)
+    message = str(error)
+    for part in (
+        "pool ns/pool",
+        "create pod ns/agent-2",
+        "limit 1",
+        "1 running",
+        "1 waiting",
+        "spec.apiConnections.max",
+        "spec.apiConnections.queueTimeout",
+    ):
+        assert part in message
+    assert quota.queued_count == 0
+    assert sample(metrics, "agentpool_api_quota_timeouts_total") == 1
+
+
+async def test_cancelled_waiter_leaves_no_trace(metrics: Catalogue) -> None:
+    quota = quota_of(metrics, 1)
+    holder = await quota.acquire("exec", "held")
+    waiter = asyncio.create_task(quota.acquire("poll", "gives up"))
+    await until(lambda: quota.queued_count == 1)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    quota.release(holder)
+    assert (quota.running_count, quota.queued_count) == (0, 0)
+
+
+async def test_waiter_cancelled_right_after_its_grant_returns_the_slot(metrics: Catalogue) -> None:
+    quota = quota_of(metrics, 1)
+    holder = await quota.acquire("exec", "held")
+    waiter = asyncio.create_task(quota.acquire("poll", "granted then cancelled"))
+    await until(lambda: quota.queued_count == 1)
+    quota.release(holder)  # grants the waiter before it resumes
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert quota.running_count == 0
+
+
+async def test_release_twice_frees_one_slot(metrics: Catalogue) -> None:
+    quota = quota_of(metrics, 2)
+    first = await quota.acquire("exec", "a")
+    await quota.acquire("exec", "b")
+    quota.release(first)
+    quota.release(first)
+    assert quota.running_count == 1
+
+
+async def test_holder_learns_that_others_wait(metrics: Catalogue) -> None:
+    quota = quota_of(metrics, 1)
+    await quota.acquire("exec", "session")
+    signal = asyncio.create_task(quota.wait_for_waiters())
+    await asyncio.sleep(0)
+    assert not signal.done() and not quota.has_waiters
+    waiter = asyncio.create_task(quota.acquire("create pod", "agent"))
+    await asyncio.wait_for(signal, timeout=5)
+    assert quota.has_waiters
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+
+
+async def test_introspection_lists_running_and_queued(metrics: Catalogue) -> None:
+    quota = ApiQuota("ns/pool", 1, metrics=metrics, clock=lambda: T0)
+    await quota.acquire("exec", "ns/agent/main")
+    waiter = asyncio.create_task(quota.acquire("status", "ns/step-1"))
+    await until(lambda: quota.queued_count == 1)
+    running = quota.running()
+    assert [(c.kind, c.target, c.started_at) for c in running] == [("exec", "ns/agent/main", T0)]
+    assert isinstance(running[0], Connection)
+    assert quota.queued() == [Waiter("status", "ns/step-1", T0)]
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+
+
+async def test_gauges_follow_running_queued_and_limit(metrics: Catalogue) -> None:
+    quota = quota_of(metrics, 1)
+    holder = await quota.acquire("exec", "a")
+    waiter = asyncio.create_task(quota.acquire("poll", "b"))
+    await until(lambda: quota.queued_count == 1)
+    assert sample(metrics, "agentpool_api_connections_running") == 1
+    assert sample(metrics, "agentpool_api_connections_queued") == 1
+    assert sample(metrics, "agentpool_api_connections_limit") == 1
+    quota.release(holder)
+    await waiter
+    assert sample(metrics, "agentpool_api_connections_queued") == 0
+    assert sample(metrics, "agentpool_api_quota_wait_seconds_count") == 2
+    assert sample(metrics, "agentpool_api_connections_total", kind="poll") == 1
+
+
+def test_limit_below_one_is_refused(metrics: Catalogue) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        quota_of(metrics, 0)
+
+
+async def test_registry_updates_live_and_forgets_deleted_pools(metrics: Catalogue) -> None:
+    registry = QuotaRegistry(metrics)
+    quota = registry.ensure("ns/pool", 4, 30.0)
+    assert registry.ensure("ns/pool", 8, 5.0) is quota
+    assert (quota.limit, quota.queue_timeout) == (8, 5.0)
+    registry.remove("ns/pool")
+    assert "ns/pool" not in registry
+    assert sample(metrics, "agentpool_api_connections_limit") is None
