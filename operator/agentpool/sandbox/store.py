@@ -43,6 +43,7 @@ CRD_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # as Kubernetes: no vowels, no lookalikes
+_PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
 _IMMUTABLE_META = (
     "uid",
     "creationTimestamp",
@@ -550,6 +551,8 @@ class Store:
                     f"Precondition failed: {field} in precondition: {wanted}, {field} in object "
                     f"meta: {meta.get(field)}",
                 )
+        if rtype.key == NAMESPACES_KEY and name in _PROTECTED_NAMESPACES:
+            raise errors.forbidden("", "namespaces", name, "this namespace may not be deleted")
         if propagation_policy not in (None, "Background", "Foreground", "Orphan"):
             raise errors.bad_request(f"unsupported propagationPolicy: {propagation_policy}")
         if dry_run:
