@@ -1,17 +1,414 @@
 """Simulated kubelet: schedules pods and drives their status through data-driven profiles.
 
-Placeholder: filled in by the kubelet/exec work. `install` is the contract with cluster.py.
+It watches pods in the store, binds each one to the virtual node `sandbox-node`, and plays the
+pod's profile (annotation `sandbox.agentpool.dev/profile`) as successive status writes. When a
+profile says containers run, their directories and processes exist before the status says so,
+so that anyone reacting to the status can exec at once. Deleting a pod kills its processes.
+It also serves the node-side subresources `pods/exec` and `pods/log`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import contextlib
+import datetime
+import functools
+import ipaddress
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from agentpool.sandbox import exec as exec_channel
+from agentpool.sandbox import profiles, stats
+from agentpool.sandbox.containers import Container, ContainerRuntime
+from agentpool.sandbox.errors import ApiError
+
 if TYPE_CHECKING:
     from agentpool.sandbox.cluster import Sandbox
+    from agentpool.sandbox.store import Store
+
+NODE_NAME = "sandbox-node"
+HOST_IP = "127.0.0.1"
+TIME_SCALE_ENV = "AGENTPOOL_SANDBOX_TIME_SCALE"
+_POD_NETWORK = ipaddress.ip_network("10.244.0.0/16")
+_LOG_POLL_SECONDS = 0.1
+_TRUE = ("1", "true", "True")
+
+log = logging.getLogger(__name__)
+
+
+def time_scale(option: float | None) -> float:
+    """Multiplier for every profile duration: the Sandbox option, else the environment, else 1."""
+    if option is not None:
+        return max(0.0, float(option))
+    raw = os.environ.get(TIME_SCALE_ENV, "").strip()
+    if not raw:
+        return 1.0
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        raise ValueError(f"{TIME_SCALE_ENV} must be a number, got {raw!r}") from None
+
+
+def timestamp() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def unknown_profile_status(name: str, known: list[str]) -> dict[str, Any]:
+    message = (
+        f'sandbox profile "{name}" (annotation {profiles.PROFILE_ANNOTATION}) is not defined; '
+        f"known profiles: {', '.join(known)}"
+    )
+    return {
+        "phase": "Pending",
+        "reason": "SandboxProfileNotFound",
+        "message": message,
+        "conditions": [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "lastProbeTime": None,
+                "lastTransitionTime": timestamp(),
+                "reason": "SandboxProfileNotFound",
+                "message": message,
+            }
+        ],
+    }
+
+
+def node_manifest() -> dict[str, Any]:
+    now = timestamp()
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": NODE_NAME,
+            "labels": {
+                "kubernetes.io/hostname": NODE_NAME,
+                "kubernetes.io/os": "linux",
+                "type": "virtual-kubelet",
+            },
+        },
+        "spec": {},
+        "status": {
+            "capacity": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
+            "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
+            "addresses": [{"type": "InternalIP", "address": HOST_IP}],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "sandbox kubelet is posting ready status",
+                    "lastHeartbeatTime": now,
+                    "lastTransitionTime": now,
+                }
+            ],
+            "nodeInfo": {"kubeletVersion": "v1.37.0-sandbox", "operatingSystem": "linux"},
+        },
+    }
+
+
+class Kubelet:
+    """Plays profiles for every pod in the store and owns the pods' processes."""
+
+    def __init__(
+        self,
+        store: Store,
+        runtime: ContainerRuntime,
+        profile_set: profiles.ProfileSet,
+        scale: float,
+    ) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.profiles = profile_set
+        self.scale = scale
+        self._drivers: dict[tuple[str, str], tuple[str, asyncio.Task[None]]] = {}
+        self._addresses: dict[str, str] = {}
+        self._next_address = 2
+
+    def _pod_ip(self, uid: str) -> str:
+        if uid not in self._addresses:
+            self._addresses[uid] = str(_POD_NETWORK[self._next_address])
+            self._next_address += 1
+        return self._addresses[uid]
+
+    async def run(self) -> None:
+        with contextlib.suppress(ApiError):
+            self.store.create("nodes", None, node_manifest())
+        async for kind, pod in self.store.subscribe("pods"):
+            try:
+                await self._handle(kind, pod)
+            except Exception:
+                log.exception("sandbox kubelet failed handling %s of a pod", kind)
+
+    async def _handle(self, kind: str, pod: dict[str, Any]) -> None:
+        metadata = pod.get("metadata") or {}
+        key = (str(metadata.get("namespace", "")), str(metadata.get("name", "")))
+        uid = str(metadata.get("uid", ""))
+        if kind == "DELETED" or metadata.get("deletionTimestamp"):
+            await self._forget(key, uid)
+            return
+        current = self._drivers.get(key)
+        if current is not None and current[0] == uid:
+            return
+        if current is not None:
+            await self._forget(key, current[0])
+        task = asyncio.create_task(self._drive(pod), name=f"kubelet-{key[0]}/{key[1]}")
+        self._drivers[key] = (uid, task)
+
+    async def _forget(self, key: tuple[str, str], uid: str) -> None:
+        current = self._drivers.get(key)
+        if current is not None and current[0] == uid:
+            del self._drivers[key]
+            current[1].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await current[1]
+        self._addresses.pop(uid, None)
+        await self.runtime.remove_pod(key[0], key[1], uid)
+
+    async def _drive(self, pod: dict[str, Any]) -> None:
+        metadata = pod["metadata"]
+        namespace, name = metadata.get("namespace"), metadata["name"]
+        profile_name = profiles.profile_name(pod)
+        profile = self.profiles.get(profile_name)
+        try:
+            if profile is None:
+                status = unknown_profile_status(profile_name, self.profiles.names())
+                self.store.update_status("pods", namespace, name, lambda o: _set_status(o, status))
+                return
+            await self._play(pod, profile)
+        except ApiError as error:
+            if error.code != 404:
+                raise
+
+    async def _play(self, pod: dict[str, Any], profile: profiles.Profile) -> None:
+        metadata = pod["metadata"]
+        namespace, name = metadata.get("namespace"), metadata["name"]
+        history = profiles.PodHistory()
+        pod_ip = self._pod_ip(str(metadata.get("uid", "")))
+        for step in profile.timeline(profiles.pod_rng(pod)):
+            current = self.store.get("pods", namespace, name)
+            if current["metadata"].get("uid") != metadata.get("uid"):
+                return
+            await self._apply_containers(current, step, history, pod_ip)
+            status = profiles.render_status(
+                current, step, history, now=timestamp(), pod_ip=pod_ip, host_ip=HOST_IP
+            )
+            self.store.update_status(
+                "pods",
+                namespace,
+                name,
+                functools.partial(_set_status, status=status, scheduled=step.scheduled),
+            )
+            await asyncio.sleep(step.duration * self.scale)
+
+    async def _apply_containers(
+        self, pod: dict[str, Any], step: profiles.Step, history: profiles.PodHistory, pod_ip: str
+    ) -> None:
+        """Start or stop processes before publishing the status that announces it."""
+        namespace, name = pod["metadata"].get("namespace"), pod["metadata"]["name"]
+        names = exec_channel.container_names(pod)
+        was_running = history.previous_state == "running"
+        state = step.containers.state
+        if state == "running" and (not was_running or step.containers.restart):
+            pod.setdefault("status", {})["podIP"] = pod_ip
+            for container in names:
+                await self.runtime.start(pod, container)
+        elif state != "running" and was_running:
+            for container in names:
+                record = self.runtime.container(namespace, name, container)
+                if record is not None:
+                    await self.runtime.stop(record)
+
+    async def close(self) -> None:
+        for key, (uid, _) in list(self._drivers.items()):
+            await self._forget(key, uid)
+        await self.runtime.close()
+
+
+def _set_status(obj: dict[str, Any], status: Mapping[str, Any], scheduled: bool = False) -> None:
+    if scheduled and not obj.setdefault("spec", {}).get("nodeName"):
+        obj["spec"]["nodeName"] = NODE_NAME
+    obj["status"] = dict(status)
+
+
+# --- HTTP: pods/exec and pods/log -------------------------------------------------------
+
+
+@dataclass
+class KubeletSlot:
+    """Filled at startup: the store and state directory exist only once the Sandbox runs."""
+
+    kubelet: Kubelet | None = None
+
+    def get(self) -> Kubelet:
+        if self.kubelet is None:
+            raise ApiError(503, "ServiceUnavailable", "the sandbox kubelet is not running")
+        return self.kubelet
+
+
+KUBELET_KEY = web.AppKey("sandbox_kubelet", KubeletSlot)
+
+
+def _error_response(error: ApiError) -> web.Response:
+    return web.json_response(error.status(), status=error.code)
+
+
+async def exec_handler(request: web.Request) -> web.StreamResponse:
+    try:
+        kubelet = request.app[KUBELET_KEY].get()
+        pod = kubelet.store.get("pods", request.match_info["namespace"], request.match_info["name"])
+        return await exec_channel.serve(
+            request,
+            pod,
+            kubelet.runtime,
+            request.app.get(stats.STATS_KEY),
+            stats.exec_drop_after(request.app),
+        )
+    except ApiError as error:
+        return _error_response(error)
+
+
+def _int_param(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "BadRequest", f"invalid {name}: {raw!r} is not an integer") from None
+    if value < 0:
+        raise ApiError(400, "BadRequest", f"{name} must be greater than or equal to 0")
+    return value
+
+
+def tail(data: bytes, lines: int | None) -> bytes:
+    """The last `lines` lines of `data` (a final line without newline counts as one)."""
+    if lines is None:
+        return data
+    if lines == 0:
+        return b""
+    parts = data.splitlines(keepends=True)
+    return b"".join(parts[-lines:])
+
+
+def _waiting_reason(pod: Mapping[str, Any], container: str) -> str:
+    for entry in (pod.get("status") or {}).get("containerStatuses") or []:
+        if entry.get("name") == container:
+            waiting = (entry.get("state") or {}).get("waiting")
+            if waiting:
+                return str(waiting.get("reason", "ContainerCreating"))
+    return "ContainerCreating"
+
+
+async def log_handler(request: web.Request) -> web.StreamResponse:
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    try:
+        kubelet = request.app[KUBELET_KEY].get()
+        pod = kubelet.store.get("pods", namespace, name)
+        container = exec_channel.select_container(pod, request.query.get("container") or None)
+        if request.query.get("previous", "") in _TRUE:
+            raise ApiError(
+                400,
+                "BadRequest",
+                f'previous terminated container "{container}" in pod "{name}" not found',
+            )
+        tail_lines = _int_param(request, "tailLines")
+        limit = _int_param(request, "limitBytes")
+        record = kubelet.runtime.container(namespace, name, container)
+        if record is None:
+            raise ApiError(
+                400,
+                "BadRequest",
+                f'container "{container}" in pod "{name}" is waiting to start: '
+                f"{_waiting_reason(pod, container)}",
+            )
+    except ApiError as error:
+        return _error_response(error)
+    data = tail(await asyncio.to_thread(_read, record.log_path), tail_lines)
+    if limit is not None:
+        data = data[:limit]
+    if request.query.get("follow", "") not in _TRUE:
+        return web.Response(body=data, content_type="text/plain", charset="utf-8")
+    return await _follow(request, kubelet, record, data, limit)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+async def _follow(
+    request: web.Request, kubelet: Kubelet, record: Container, initial: bytes, limit: int | None
+) -> web.StreamResponse:
+    """Stream the log as it grows until the container ends, the pod goes or the client leaves."""
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    await response.prepare(request)
+    sent = len(initial)
+    await response.write(initial)
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    try:
+        offset = record.log_path.stat().st_size
+    except FileNotFoundError:
+        return response
+    while limit is None or sent < limit:
+        alive = kubelet.runtime.container(namespace, name, record.name) is record
+        finished = record.main is not None and record.main.waiter.done()
+        try:
+            size = record.log_path.stat().st_size
+        except FileNotFoundError:
+            break
+        if size > offset:
+            with record.log_path.open("rb") as handle:
+                handle.seek(offset)
+                chunk = handle.read(size - offset)
+            offset = size
+            if limit is not None:
+                chunk = chunk[: limit - sent]
+            sent += len(chunk)
+            try:
+                await response.write(chunk)
+            except ConnectionError:
+                break
+            continue
+        if not alive or finished:
+            break
+        await asyncio.sleep(_LOG_POLL_SECONDS)
+    with contextlib.suppress(ConnectionError):
+        await response.write_eof()
+    return response
 
 
 def install(app: web.Application, sandbox: Sandbox) -> None:
     """Add exec/log routes and start/stop hooks for the simulated kubelet."""
+    slot = KubeletSlot()
+    app[KUBELET_KEY] = slot
+    pod_path = "/api/v1/namespaces/{namespace}/pods/{name}"
+    app.router.add_route("GET", pod_path + "/exec", exec_handler)
+    app.router.add_route("POST", pod_path + "/exec", exec_handler)
+    app.router.add_route("GET", pod_path + "/log", log_handler)
+
+    async def lifecycle(app: web.Application) -> Any:
+        profile_set = profiles.load(sandbox.profiles_file)
+        scale = time_scale(getattr(sandbox, "time_scale", None))
+        kubelet = Kubelet(
+            sandbox.store, ContainerRuntime(Path(sandbox.state_dir)), profile_set, scale
+        )
+        slot.kubelet = kubelet
+        task = asyncio.create_task(kubelet.run(), name="sandbox-kubelet")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        slot.kubelet = None
+        await kubelet.close()
+
+    app.cleanup_ctx.append(lifecycle)

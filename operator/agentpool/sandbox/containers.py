@@ -1,0 +1,296 @@
+"""Containers as local process groups in per-pod, per-container directories.
+
+Layout under `<state_dir>/pods/<namespace>/<pod>/`: one directory per container (its HOME, TMPDIR
+and default working directory) and `<container>.log` beside it with the main process's output
+(container names are DNS labels, so no name can collide with a `.log` file). Every process runs
+in its own session so that deleting the pod can kill the whole group, including anything the
+command left running in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import re
+import shutil
+import signal
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_PR_SET_PDEATHSIG = 1
+_VAR_REFERENCE = re.compile(r"\$\((?P<name>[A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
+_FIELD_PATH = re.compile(r"^metadata\.(?P<kind>labels|annotations)\['(?P<key>[^']+)'\]$")
+
+
+def _die_with_parent() -> None:
+    """Backstop for a sandbox killed hard: the kernel SIGKILLs direct children (Linux only)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes `$(VAR)` expansion: unknown references stay as written, `$$` escapes `$`."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match["name"], match.group(0))
+
+    return _VAR_REFERENCE.sub(replace, text)
+
+
+def _field_value(pod: Mapping[str, Any], path: str) -> str | None:
+    metadata = pod.get("metadata") or {}
+    simple: dict[str, Any] = {
+        "metadata.name": metadata.get("name"),
+        "metadata.namespace": metadata.get("namespace"),
+        "metadata.uid": metadata.get("uid"),
+        "spec.nodeName": (pod.get("spec") or {}).get("nodeName"),
+        "spec.serviceAccountName": (pod.get("spec") or {}).get("serviceAccountName"),
+        "status.podIP": (pod.get("status") or {}).get("podIP"),
+        "status.hostIP": (pod.get("status") or {}).get("hostIP"),
+    }
+    if path in simple:
+        value = simple[path]
+        return None if value is None else str(value)
+    if match := _FIELD_PATH.match(path):
+        value = (metadata.get(match["kind"]) or {}).get(match["key"])
+        return None if value is None else str(value)
+    return None
+
+
+def container_environment(
+    pod: Mapping[str, Any], container: Mapping[str, Any], directory: Path
+) -> dict[str, str]:
+    """The process environment: a minimal base, then the container's `env` in order.
+
+    Literal values (with `$(VAR)` expansion against earlier entries) and `fieldRef`s are
+    resolved; ConfigMap/Secret references are not (the sandbox kubelet does not read them).
+    """
+    env: dict[str, str] = {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "HOSTNAME": str((pod.get("metadata") or {}).get("name", "")),
+        "HOME": str(directory),
+        "TMPDIR": str(directory / ".tmp"),
+        "LANG": "C.UTF-8",
+    }
+    for entry in container.get("env") or []:
+        name = entry.get("name")
+        if not isinstance(name, str):
+            continue
+        if "value" in entry:
+            env[name] = expand(str(entry.get("value") or ""), env)
+        elif field_ref := (entry.get("valueFrom") or {}).get("fieldRef"):
+            value = _field_value(pod, str(field_ref.get("fieldPath", "")))
+            if value is not None:
+                env[name] = value
+    return env
+
+
+def working_directory(container: Mapping[str, Any], directory: Path) -> Path:
+    """`workingDir` re-rooted inside the container directory (the container has no own root)."""
+    working_dir = container.get("workingDir")
+    if not working_dir:
+        return directory
+    relative = (
+        Path(str(working_dir)).relative_to("/")
+        if str(working_dir).startswith("/")
+        else (Path(str(working_dir)))
+    )
+    resolved = (directory / relative).resolve()
+    if resolved != directory.resolve() and directory.resolve() not in resolved.parents:
+        return directory
+    return resolved
+
+
+def container_argv(container: Mapping[str, Any], env: Mapping[str, str]) -> list[str]:
+    """command + args with `$(VAR)` expansion; images have no entrypoint here, so args alone run."""
+    argv = [str(part) for part in (container.get("command") or [])]
+    argv += [str(part) for part in (container.get("args") or [])]
+    return [expand(part, env) for part in argv]
+
+
+@dataclass
+class ContainerProcess:
+    """The main process of a running container (absent for containers with no command)."""
+
+    process: asyncio.subprocess.Process
+    waiter: asyncio.Task[int]
+
+
+@dataclass
+class Container:
+    name: str
+    directory: Path
+    log_path: Path
+    env: dict[str, str]
+    cwd: Path
+    main: ContainerProcess | None = None
+
+
+@dataclass
+class PodProcesses:
+    uid: str
+    directory: Path
+    containers: dict[str, Container] = field(default_factory=dict)
+    groups: set[int] = field(default_factory=set)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+class ContainerRuntime:
+    """Owns every process the sandbox starts for pods; `close()` leaves nothing behind."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.root = state_dir / "pods"
+        self._trash = state_dir / ".trash"
+        self._pods: dict[tuple[str, str], PodProcesses] = {}
+
+    def pod_directory(self, namespace: str, pod: str) -> Path:
+        return self.root / namespace / pod
+
+    def container(self, namespace: str, pod: str, name: str) -> Container | None:
+        record = self._pods.get((namespace, pod))
+        return record.containers.get(name) if record else None
+
+    def groups(self, namespace: str, pod: str) -> set[int]:
+        record = self._pods.get((namespace, pod))
+        return set(record.groups) if record else set()
+
+    def _record(self, pod: Mapping[str, Any]) -> PodProcesses:
+        metadata = pod.get("metadata") or {}
+        key = (str(metadata.get("namespace", "")), str(metadata.get("name", "")))
+        uid = str(metadata.get("uid", ""))
+        record = self._pods.get(key)
+        if record is None or record.uid != uid:
+            if record is not None:
+                self._kill(record)
+            record = PodProcesses(uid=uid, directory=self.pod_directory(*key))
+            self._pods[key] = record
+        return record
+
+    async def start(self, pod: Mapping[str, Any], container_name: str) -> Container:
+        """Create the container's directory and run its command, if any, as the main process."""
+        record = self._record(pod)
+        spec = _container_spec(pod, container_name)
+        existing = record.containers.get(container_name)
+        if existing is not None and existing.main is not None:
+            await self.stop(existing)
+        directory = record.directory / container_name
+        env = container_environment(pod, spec, directory)
+        cwd = working_directory(spec, directory)
+        for path in (directory, Path(env["TMPDIR"]), cwd):
+            path.mkdir(parents=True, exist_ok=True)
+        container = Container(
+            name=container_name,
+            directory=directory,
+            log_path=record.directory / f"{container_name}.log",
+            env=env,
+            cwd=cwd,
+        )
+        container.log_path.touch()
+        argv = container_argv(spec, env)
+        if argv:
+            with container.log_path.open("ab") as log:
+                try:
+                    process = await asyncio.create_subprocess_exec(
+                        *argv,
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=log,
+                        cwd=cwd,
+                        env=env,
+                        start_new_session=True,
+                        preexec_fn=_die_with_parent,
+                    )
+                except OSError as error:
+                    log.write(f"sandbox: cannot start {argv[0]!r}: {error}\n".encode())
+                else:
+                    record.groups.add(process.pid)
+                    waiter = asyncio.create_task(process.wait(), name=f"wait-{process.pid}")
+                    container.main = ContainerProcess(process, waiter)
+        record.containers[container_name] = container
+        return container
+
+    async def stop(self, container: Container) -> None:
+        """Kill a container's main process group (the profile says it terminated)."""
+        if container.main is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(container.main.process.pid, signal.SIGKILL)
+        await container.main.waiter
+        container.main = None
+
+    async def exec(
+        self,
+        pod: Mapping[str, Any],
+        container_name: str,
+        argv: Sequence[str],
+        *,
+        stdin: bool = True,
+        stdout: bool = True,
+        stderr: bool = True,
+        merge_stderr: bool = False,
+    ) -> asyncio.subprocess.Process:
+        """Run `argv` in the container's directory and environment; unwanted streams go nowhere."""
+        record = self._record(pod)
+        container = record.containers.get(container_name)
+        if container is None:
+            container = await self.start(pod, container_name)
+        pipe, devnull = asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=pipe if stdin else devnull,
+            stdout=pipe if stdout else devnull,
+            stderr=asyncio.subprocess.STDOUT if merge_stderr else (pipe if stderr else devnull),
+            cwd=container.cwd,
+            env=container.env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        record.groups.add(process.pid)
+        return process
+
+    def track(self, pod: Mapping[str, Any], task: asyncio.Task[Any]) -> None:
+        """Keep a background task (e.g. draining a detached exec) until the pod goes."""
+        record = self._record(pod)
+        record.tasks.add(task)
+        task.add_done_callback(record.tasks.discard)
+
+    def _kill(self, record: PodProcesses) -> None:
+        for group in record.groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
+        for task in record.tasks:
+            task.cancel()
+
+    async def remove_pod(self, namespace: str, pod: str, uid: str | None = None) -> None:
+        """Kill every process group of the pod and remove its directory."""
+        record = self._pods.get((namespace, pod))
+        if record is None or (uid is not None and record.uid != uid):
+            return
+        del self._pods[(namespace, pod)]
+        self._kill(record)
+        waiters = [c.main.waiter for c in record.containers.values() if c.main is not None]
+        await asyncio.gather(*waiters, *record.tasks, return_exceptions=True)
+        if record.directory.exists():
+            # Rename first so a pod re-created with the same name gets a fresh directory at once.
+            self._trash.mkdir(parents=True, exist_ok=True)
+            target = self._trash / uuid.uuid4().hex
+            record.directory.rename(target)
+            await asyncio.to_thread(shutil.rmtree, target, True)
+
+    async def close(self) -> None:
+        for namespace, pod in list(self._pods):
+            await self.remove_pod(namespace, pod)
+
+
+def _container_spec(pod: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        if container.get("name") == name:
+            return dict(container)
+    return {"name": name}
