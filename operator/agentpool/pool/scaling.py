@@ -129,6 +129,7 @@ def plan(snapshot: PoolSnapshot, now: datetime) -> ScalingPlan:
     deletions: dict[str, Deletion] = {}
 
     def delete(agent: Agent, reason: DeletionReason, message: str) -> None:
+        # 1. The one guard every rule goes through: a busy agent is never deleted.
         if agent.busy or agent.name in deletions:
             return
         deletions[agent.name] = Deletion(agent.name, reason, message)
