@@ -138,10 +138,16 @@ async def _keep_refusal(
     if failure is None or response.status == 101:
         return
     failure.reason = response.reason or ""
+    body = bytearray()
     try:
-        failure.body = await response.content.read(MAX_ERROR_BODY)
+        while len(body) < MAX_ERROR_BODY:
+            chunk = await response.content.read(MAX_ERROR_BODY - len(body))
+            if not chunk:
+                break
+            body += chunk
     except (TimeoutError, aiohttp.ClientError, OSError):
-        failure.body = b""
+        pass  # the status code alone still explains the refusal
+    failure.body = bytes(body)
 
 
 class ExecApiClient(WsApiClient):

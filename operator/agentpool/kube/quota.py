@@ -14,8 +14,8 @@ import collections
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Final
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
 from agentpool.metrics import METRICS, Catalogue
 
@@ -30,6 +30,10 @@ __all__ = [
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _seconds(delta: timedelta) -> float:
+    return round(max(delta.total_seconds(), 0.0), 3)
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,6 +137,23 @@ class ApiQuota:
             for ticket in self._queue
             if not ticket.future.done()
         ]
+
+    def describe(self, now: datetime | None = None) -> dict[str, Any]:
+        """A JSON-ready view for ``/debug/connections`` and ``agentpool status``."""
+        now = now or self._clock()
+        return {
+            "pool": self.pool,
+            "limit": self._limit,
+            "queueTimeoutSeconds": self._queue_timeout,
+            "running": [
+                {"kind": c.kind, "target": c.target, "ageSeconds": _seconds(now - c.started_at)}
+                for c in self.running()
+            ],
+            "queued": [
+                {"kind": w.kind, "target": w.target, "waitingSeconds": _seconds(now - w.since)}
+                for w in self.queued()
+            ],
+        }
 
     @property
     def has_waiters(self) -> bool:
@@ -273,3 +294,7 @@ class QuotaRegistry:
 
     def items(self) -> list[tuple[str, ApiQuota]]:
         return sorted(self._quotas.items())
+
+    def describe(self, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Every pool's ``ApiQuota.describe()``, sorted by pool."""
+        return [quota.describe(now) for _, quota in self.items()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -171,6 +171,13 @@ async def test_introspection_lists_running_and_queued(metrics: Catalogue) -> Non
     assert [(c.kind, c.target, c.started_at) for c in running] == [("exec", "ns/agent/main", T0)]
     assert isinstance(running[0], Connection)
     assert quota.queued() == [Waiter("status", "ns/step-1", T0)]
+    assert quota.describe(T0 + timedelta(seconds=2)) == {
+        "pool": "ns/pool",
+        "limit": 1,
+        "queueTimeoutSeconds": 30.0,
+        "running": [{"kind": "exec", "target": "ns/agent/main", "ageSeconds": 2.0}],
+        "queued": [{"kind": "status", "target": "ns/step-1", "waitingSeconds": 2.0}],
+    }
     waiter.cancel()
     await asyncio.gather(waiter, return_exceptions=True)
 
