@@ -218,6 +218,8 @@ class ExecApiClient(WsApiClient):
             protocols=EXEC_PROTOCOLS,
             heartbeat=self.heartbeat,
             max_msg_size=MAX_MESSAGE,
+            # kubeconfig's tls-server-name, as the ordinary requests use it
+            server_hostname=self.rest_client.server_hostname,
         )
 
     async def close(self) -> None:

@@ -259,3 +259,13 @@ def test_status_without_exit_code_is_a_status_error() -> None:
     status = {"status": "Failure", "reason": "InternalError", "message": "executable not found"}
     with pytest.raises(ExecStatusError, match="executable not found"):
         exit_code_from_status(status)
+
+
+async def test_writing_after_the_end_is_dropped(
+    server: tuple[FakeExecServer, ExecApiClient],
+) -> None:
+    _, client = server
+    async with await open_exec(client, "ns", "drop", "main", ["true"]) as session:
+        assert await collect(session) == {1: b"", 2: b""}
+        with pytest.raises(ExecDropped, match="closed"):
+            await session.write(b"too late")
