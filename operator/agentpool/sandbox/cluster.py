@@ -29,6 +29,7 @@ class Sandbox:
         kubeconfig_path: Path | None = None,
         *,
         bookmark_interval: float = 60.0,
+        watch_history: int = 2000,
         time_scale: float | None = None,
     ) -> None:
         self.port = port
@@ -36,7 +37,7 @@ class Sandbox:
         self.time_scale = time_scale
         self._given_state_dir = state_dir
         self._given_kubeconfig = kubeconfig_path
-        self.store = Store()
+        self.store = Store(history=watch_history)
         self.server = ApiServer(self.store, bookmark_interval=bookmark_interval)
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
         self.url = ""
@@ -58,7 +59,9 @@ class Sandbox:
         kubelet.install(self.app, self)
         self.server.add_resource_routes(self.app)
         self._gc = asyncio.create_task(self.store.run_garbage_collector(), name="sandbox-gc")
-        self._runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            self.app, handle_signals=False, shutdown_timeout=0.25, handler_cancellation=True
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, HOST, self.port)
         await site.start()

@@ -321,6 +321,13 @@ class ApiServer:
         if patch_type not in patching.PATCH_TYPES:
             raise errors.unsupported_media_type(patch_type)
         body = await self._body(request)
+        # Server-side apply creates missing objects, answering 201 as a create does.
+        existed = True
+        if patch_type == patching.APPLY:
+            try:
+                self.store.peek(target.rtype.key, target.namespace, target.name)
+            except ApiError:
+                existed = False
         patched = self.store.patch(
             target.rtype.key,
             target.namespace,
@@ -330,7 +337,7 @@ class ApiServer:
             target.subresource,
             dry_run=dry_run,
         )
-        return self._render_one(request, target, patched)
+        return self._render_one(request, target, patched, 200 if existed else 201)
 
     async def _delete_options(self, request: web.Request) -> Obj:
         options: Obj = {}
