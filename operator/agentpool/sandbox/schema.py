@@ -7,9 +7,11 @@ Validation follows apiextensions-apiserver: OpenAPI v3 value checks worded like 
 (``FieldValueInvalid``, ``FieldValueRequired``, ``FieldValueNotSupported``, ...), plus the
 Kubernetes extensions: ``nullable``, ``x-kubernetes-int-or-string``,
 ``x-kubernetes-preserve-unknown-fields``, ``x-kubernetes-embedded-resource``,
-``x-kubernetes-list-type`` (set/map uniqueness) and ``x-kubernetes-validations`` whose rule is the
-transition rule ``self == oldSelf`` (checked on update, where both objects have the node). Other
-CEL rules are not evaluated; `unevaluated_rules()` lists them so the differences can be documented.
+``x-kubernetes-list-type`` (set/map uniqueness) and ``x-kubernetes-validations``: rules in the CEL
+subset of `agentpool.sandbox.cel` are evaluated on every node (transition rules, those naming
+``oldSelf`` such as ``self == oldSelf``, on update only and where the node exists in both
+objects); other rules, ``messageExpression`` and validation ratcheting are not implemented, and
+`unevaluated_rules()` lists the skipped rules so the differences can be documented.
 
 With ``subresource="status"`` the whole object is still validated (as Kubernetes does), so a
 status write cannot smuggle in an invalid spec.
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from agentpool.sandbox import causes
+from agentpool.sandbox import causes, cel
 from agentpool.sandbox.builtin import validate_builtin
 from agentpool.sandbox.causes import Cause, PathPart, field_path, json_type
 from agentpool.sandbox.objectmeta import prune_object_meta, validate_object_meta
@@ -36,7 +38,6 @@ __all__ = ["CustomResourceSchema", "validate_builtin"]
 Schema = dict[str, Any]
 
 _ROOT_KEPT = ("apiVersion", "kind", "metadata")
-_TRANSITION_RULE = re.compile(r"^\s*\(?\s*(self\s*==\s*oldSelf|oldSelf\s*==\s*self)\s*\)?\s*$")
 
 
 @dataclass(frozen=True)
@@ -107,17 +108,18 @@ class CustomResourceSchema:
         del subresource  # the whole object is validated either way, see the module docstring
         found = validate_object_meta(obj.get("metadata"))
         found.extend(_Validator().node(obj, self.schema, []))
-        if old is not None:
-            found.extend(_transitions(obj, old, self.schema, []))
+        found.extend(_rule_causes(obj, old, self.schema, [], has_old=old is not None))
         return found
 
     def unevaluated_rules(self) -> list[tuple[str, str]]:
         """`(path, rule)` of every x-kubernetes-validations rule this sandbox does not evaluate."""
-        return [
-            (field_path(path), rule)
-            for path, rule in _rules(self.schema, [])
-            if not _TRANSITION_RULE.match(rule)
-        ]
+        skipped = []
+        for path, rule in _rules(self.schema, []):
+            try:
+                cel.compile_rule(rule)
+            except cel.Unsupported:
+                skipped.append((field_path(path), rule))
+        return skipped
 
 
 # -- schema navigation -------------------------------------------------------------------
@@ -483,26 +485,46 @@ def _rule_cause(value: Any, schema: Schema, path: list[PathPart], rule: dict[str
     return causes.invalid(where, shown, message)
 
 
-def _transitions(new: Any, old: Any, schema: Schema, path: list[PathPart]) -> list[Cause]:
+def _rule_causes(
+    new: Any, old: Any, schema: Schema, path: list[PathPart], *, has_old: bool
+) -> list[Cause]:
+    """Evaluate `x-kubernetes-validations` on every node; transition rules only with `old`."""
     found: list[Cause] = []
     for rule in schema.get("x-kubernetes-validations") or []:
-        if _TRANSITION_RULE.match(str(rule.get("rule", ""))) and new != old:
+        text = str(rule.get("rule", ""))
+        transition = cel.references_old_self(text)
+        if transition and not has_old:
+            continue
+        try:
+            result = cel.evaluate(
+                cel.compile_rule(text),
+                {"self": new, "oldSelf": old} if transition else {"self": new},
+            )
+        except (cel.Unsupported, cel.EvaluationError):
+            continue  # not evaluated: see unevaluated_rules()
+        if result is False:
             found.append(_rule_cause(new, schema, path, rule))
-    if isinstance(new, dict) and isinstance(old, dict):
+    if isinstance(new, dict):
         props, extra = _properties(schema), _additional(schema)
         for key, item in new.items():
             sub = props.get(key, extra)
-            if sub is not None and key in old:
-                found.extend(_transitions(item, old[key], sub, [*path, key]))
-    elif isinstance(new, list) and isinstance(old, list):
+            if sub is None or (not path and key == "metadata"):
+                continue
+            correlated = has_old and isinstance(old, dict) and key in old
+            old_item = old[key] if correlated else None
+            found.extend(_rule_causes(item, old_item, sub, [*path, key], has_old=correlated))
+    elif isinstance(new, list):
         items = schema.get("items")
+        if not isinstance(items, dict):
+            return found
         keys = schema.get("x-kubernetes-list-map-keys") or []
+        previous: dict[str, Any] = {}
         # Only map lists correlate items between versions (by key), as in Kubernetes.
-        if isinstance(items, dict) and schema.get("x-kubernetes-list-type") == "map" and keys:
+        if has_old and isinstance(old, list) and schema.get("x-kubernetes-list-type") == "map":
             previous = {repr([o.get(k) for k in keys]): o for o in old if isinstance(o, dict)}
-            for index, item in enumerate(new):
-                if isinstance(item, dict):
-                    match = previous.get(repr([item.get(k) for k in keys]))
-                    if match is not None:
-                        found.extend(_transitions(item, match, items, [*path, index]))
+        for index, item in enumerate(new):
+            marker = repr([item.get(k) for k in keys]) if isinstance(item, dict) else None
+            correlated = marker is not None and marker in previous
+            old_item = previous[marker] if correlated and marker is not None else None
+            found.extend(_rule_causes(item, old_item, items, [*path, index], has_old=correlated))
     return found

@@ -344,11 +344,60 @@ def test_transition_rule_without_message_names_the_rule() -> None:
 def test_unevaluated_rules_are_listed() -> None:
     crd = copy.deepcopy(WIDGET_CRD)
     spec_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    spec_schema["x-kubernetes-validations"].append({"rule": "self.size < 5"})
+    spec_schema["x-kubernetes-validations"].append({"rule": "quantity(self.q).isZero()"})
 
     schema = CustomResourceSchema.from_crd(crd, "v1")
 
-    assert schema.unevaluated_rules() == [("spec", "self.size < 5")]
+    assert schema.unevaluated_rules() == [("spec", "quantity(self.q).isZero()")]
+    assert schema.validate(widget()) == []
+
+
+def with_rules(*rules: dict[str, Any]) -> CustomResourceSchema:
+    crd = copy.deepcopy(WIDGET_CRD)
+    spec_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec_schema["x-kubernetes-validations"] = list(rules)
+    return CustomResourceSchema.from_crd(crd, "v1")
+
+
+def test_cel_rule_failure_names_field_path_and_reason() -> None:
+    schema = with_rules(
+        {
+            "rule": "self.size <= 5",
+            "fieldPath": ".size",
+            "reason": "FieldValueForbidden",
+            "message": "too big",
+        }
+    )
+
+    assert schema.validate(widget(size=5)) == []
+    assert schema.validate(widget(size=6)) == [
+        {"reason": "FieldValueForbidden", "message": "Forbidden: too big", "field": "spec.size"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("rule", "spec", "passes"),
+    [
+        ("!has(self.note) || self.note.startsWith('n')", {"note": "nice"}, True),
+        ("!has(self.note) || self.note.startsWith('n')", {"note": "bad"}, False),
+        ("!has(self.note) || self.note.startsWith('n')", {}, True),
+        ("self.tags.all(t, t.matches('^[a-z]+$'))", {"tags": ["ab", "c"]}, True),
+        ("self.tags.all(t, t.matches('^[a-z]+$'))", {"tags": ["ab", "C"]}, False),
+        ("self.tags.exists(t, t == 'x') ? self.size > 2 : true", {"tags": ["x"]}, False),
+        ("size(self.tags) + 1 == 3 && 'a' in self.tags", {"tags": ["a", "b"]}, True),
+        ("self.size % 2 == 1 && -self.size < 0", {}, True),
+        ("self.labels['team'] != 'x'", {"labels": {"team": "y"}}, True),
+    ],
+)
+def test_cel_subset(rule: str, spec: dict[str, Any], passes: bool) -> None:
+    causes = with_rules({"rule": rule}).validate(widget(**spec))
+
+    assert (causes == []) is passes, causes
+
+
+def test_cel_runtime_error_does_not_reject() -> None:
+    # A missing key is an evaluation error in CEL; the sandbox skips the rule, never rejects.
+    assert with_rules({"rule": "self.note == 'x'"}).validate(widget()) == []
 
 
 # -- the project's own CRDs ---------------------------------------------------------------
@@ -409,6 +458,16 @@ def test_buildstep_spec_is_immutable() -> None:
 
     assert schema.validate(old) == []
     assert [c["field"] for c in schema.validate(new, old)] == ["spec"]
+
+
+def test_agentpool_min_idle_cannot_exceed_max_agents() -> None:
+    schema = CustomResourceSchema.from_crd(load_crd("agentpools.yaml"), "v1alpha1")
+    obj = schema.default(schema.prune(agent_pool(minIdle=5, maxAgents=2)))
+
+    causes = by_field(schema.validate(obj))
+
+    assert list(causes) == ["spec.minIdle"]
+    assert causes["spec.minIdle"][1].startswith('Invalid value: "object": ')
 
 
 def test_buildstep_requires_pool_and_script() -> None:
