@@ -161,7 +161,11 @@ class ApiQuota:
         return self.queued_count > 0
 
     async def wait_for_waiters(self) -> None:
-        """Return once someone waits for a slot of this pool."""
+        """Return once someone waits for a slot of this pool.
+
+        A holder yields by ``release()`` then ``acquire()``: the new request queues
+        behind those already waiting.
+        """
         while not self.has_waiters:
             await self._waiting.wait()
             # A waiter may have been admitted or given up between the set and now.
@@ -184,7 +188,7 @@ class ApiQuota:
         loop = asyncio.get_running_loop()
         ticket = _Ticket(kind, target, self._clock(), loop.time(), loop.create_future())
         self._queue.append(ticket)
-        self._queue_changed()
+        self._admit()  # grants at once if a slot is free after all
         timeout = self._queue_timeout
         try:
             async with asyncio.timeout(timeout):

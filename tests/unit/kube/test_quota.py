@@ -210,3 +210,21 @@ async def test_registry_updates_live_and_forgets_deleted_pools(metrics: Catalogu
     registry.remove("ns/pool")
     assert "ns/pool" not in registry
     assert sample(metrics, "agentpool_api_connections_limit") is None
+
+
+async def test_yielding_holder_goes_behind_the_waiters(metrics: Catalogue) -> None:
+    quota = quota_of(metrics, 1)
+    order: list[str] = []
+    session = await quota.acquire("exec", "session")
+
+    async def other() -> None:
+        async with quota.slot("create pod", "agent"):
+            order.append("other")
+
+    waiter = asyncio.create_task(other())
+    await quota.wait_for_waiters()
+    quota.release(session)
+    session = await quota.acquire("exec", "session")
+    order.append("session")
+    await waiter
+    assert order == ["other", "session"]
