@@ -326,7 +326,7 @@ def test_pod_customisation_values_reach_the_pod(render: Render) -> None:
             "tolerations": [{"key": "ci", "operator": "Exists", "effect": "NoSchedule"}],
             "priorityClassName": "system-cluster-critical",
             "podAnnotations": {"team": "ci"},
-            "metrics": {"podAnnotations": True},
+            "metrics": {"scrapeAnnotations": True},
             "verbose": True,
             "logFormat": "plain",
         }
@@ -355,6 +355,14 @@ def test_image_tag_defaults_to_the_app_version(render: Render) -> None:
     assert operator_container(render())["image"] == "agentpool-operator:0.1.0"
 
 
+def test_image_digest_pins_the_image(render: Render) -> None:
+    digest = "sha256:" + "ab" * 32
+
+    container = operator_container(render({"image": {"repository": "r/ap", "digest": digest}}))
+
+    assert container["image"] == f"r/ap:0.1.0@{digest}"
+
+
 def test_existing_service_account_needs_a_name(chart: helm.Chart) -> None:
     with pytest.raises(helm.HelmRenderError, match=r"serviceAccount\.name is required"):
         chart.render(values={"serviceAccount": {"create": False}}, name=RELEASE)
@@ -369,6 +377,7 @@ def test_existing_service_account_needs_a_name(chart: helm.Chart) -> None:
         ({"logFormat": "xml"}, "logFormat"),
         ({"watchNamespaces": ["Team_A"]}, "watchNamespaces"),
         ({"replicaCount": "2"}, "replicaCount"),
+        ({"image": {"repository": "r/ap", "digest": "latest"}}, "digest"),
     ],
 )
 def test_schema_rejects_typos_and_bad_values(
