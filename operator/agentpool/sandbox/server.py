@@ -283,8 +283,13 @@ class ApiServer:
         content_type = request.content_type
         if "yaml" in content_type:
             return yaml.safe_load(raw)
-        if "protobuf" in content_type:
-            raise errors.unsupported_media_type(content_type)
+        if "protobuf" in content_type or "cbor" in content_type:
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"the sandbox API server accepts JSON and YAML request bodies only, not "
+                f"{content_type}",
+            )
         return json.loads(raw)
 
     async def _create(
