@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
@@ -48,6 +49,33 @@ def validate_builtin(resource: str, obj: dict[str, Any]) -> list[Cause]:
         if isinstance(pod_spec, dict):
             found.extend(pod_spec_causes(pod_spec, "spec.template.spec"))
     return _unique(found)
+
+
+def unknown_builtin_fields(resource: str, obj: dict[str, Any]) -> list[str]:
+    """Paths of fields the 1.37 definitions do not know: `fieldValidation=Strict` rejects them."""
+    kind = BUILTIN_KINDS.get(resource)
+    if kind is None:
+        return []
+    return list(_unknown(obj, {"$ref": REF_PREFIX + kind.definition}, []))
+
+
+def _unknown(value: Any, schema: dict[str, Any], path: list[str | int]) -> Iterator[str]:
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith(REF_PREFIX):
+        schema = definitions().get(ref[len(REF_PREFIX) :], {})
+    if isinstance(value, dict):
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        for key, item in value.items():
+            if isinstance(props, dict) and key in props:
+                yield from _unknown(item, props[key], [*path, key])
+            elif isinstance(extra, dict):
+                yield from _unknown(item, extra, [*path, key])
+            elif isinstance(props, dict) and extra is not True:
+                yield field_path([*path, key])
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            yield from _unknown(item, schema["items"], [*path, index])
 
 
 def pod_spec_causes(spec: dict[str, Any], path: str) -> list[Cause]:

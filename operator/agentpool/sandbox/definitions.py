@@ -56,11 +56,32 @@ BUILTIN_KINDS: dict[str, BuiltinKind] = {
         _kind("endpoints", f"{_API}.core.v1.Endpoints"),
         _kind("persistentvolumeclaims", f"{_API}.core.v1.PersistentVolumeClaim"),
         _kind("nodes", f"{_API}.core.v1.Node", namespaced=False),
+        _kind("resourcequotas", f"{_API}.core.v1.ResourceQuota"),
+        _kind("limitranges", f"{_API}.core.v1.LimitRange"),
         _kind("deployments.apps", f"{_API}.apps.v1.Deployment"),
         _kind("replicasets.apps", f"{_API}.apps.v1.ReplicaSet"),
         _kind("statefulsets.apps", f"{_API}.apps.v1.StatefulSet"),
         _kind("daemonsets.apps", f"{_API}.apps.v1.DaemonSet"),
         _kind("jobs.batch", f"{_API}.batch.v1.Job"),
+        _kind("cronjobs.batch", f"{_API}.batch.v1.CronJob"),
+        _kind(
+            "horizontalpodautoscalers.autoscaling", f"{_API}.autoscaling.v2.HorizontalPodAutoscaler"
+        ),
+        _kind(
+            "validatingwebhookconfigurations.admissionregistration.k8s.io",
+            f"{_API}.admissionregistration.v1.ValidatingWebhookConfiguration",
+            namespaced=False,
+        ),
+        _kind(
+            "mutatingwebhookconfigurations.admissionregistration.k8s.io",
+            f"{_API}.admissionregistration.v1.MutatingWebhookConfiguration",
+            namespaced=False,
+        ),
+        _kind(
+            "priorityclasses.scheduling.k8s.io",
+            f"{_API}.scheduling.v1.PriorityClass",
+            namespaced=False,
+        ),
         _kind("roles.rbac.authorization.k8s.io", f"{_API}.rbac.v1.Role"),
         _kind("rolebindings.rbac.authorization.k8s.io", f"{_API}.rbac.v1.RoleBinding"),
         _kind(

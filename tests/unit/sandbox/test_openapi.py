@@ -17,6 +17,8 @@ import yaml
 from aiohttp import web
 
 from agentpool.sandbox.openapi import OpenApi, custom_component_name
+from agentpool.sandbox.openapi import group_version_path as openapi_path
+from agentpool.sandbox.resources import BUILTINS
 
 ROOT = Path(__file__).resolve().parents[3]
 CORE = "api/v1"
@@ -87,6 +89,19 @@ def test_crd_group_version_disappears_with_its_crd(crds: list[dict[str, Any]]) -
 
     assert POOLS not in openapi.v3_index()["paths"]
     assert openapi.v3_document(POOLS) is None
+
+
+def test_every_builtin_the_server_serves_is_published(openapi: OpenApi) -> None:
+    for served in BUILTINS:
+        document = openapi.v3_document(openapi_path(served.group, served.version))
+        assert document is not None, served.key
+        kinds = [
+            gvk
+            for schema in document["components"]["schemas"].values()
+            for gvk in schema.get("x-kubernetes-group-version-kind") or []
+        ]
+
+        assert {"group": served.group, "version": served.version, "kind": served.kind} in kinds
 
 
 def test_unknown_group_version_has_no_document(openapi: OpenApi) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from agentpool.sandbox.schema import CustomResourceSchema, validate_builtin
+from agentpool.sandbox.schema import CustomResourceSchema, unknown_builtin_fields, validate_builtin
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -573,3 +573,19 @@ def test_configmap_and_rbac_are_checked() -> None:
 
 def test_unknown_resource_is_not_checked() -> None:
     assert validate_builtin("widgets.example.dev", {"anything": 1}) == []
+
+
+def test_unknown_builtin_fields_follow_the_definitions() -> None:
+    obj = pod({"name": "a", "imagee": "busybox", "resources": {"limits": {"cpu": "1"}}})
+    obj["metadata"]["bogus"] = 1
+    obj["spec"]["nodeSelector"] = {"any": "key"}
+
+    assert unknown_builtin_fields("pods", obj) == ["metadata.bogus", "spec.containers[0].imagee"]
+
+
+def test_project_crds_have_no_unknown_fields() -> None:
+    for name in ("agentpools.yaml", "buildsteps.yaml"):
+        crd = load_crd(name)
+
+        assert unknown_builtin_fields("customresourcedefinitions.apiextensions.k8s.io", crd) == []
+        assert validate_builtin("customresourcedefinitions.apiextensions.k8s.io", crd) == []
