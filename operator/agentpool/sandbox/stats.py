@@ -230,7 +230,7 @@ class Stats:
 
     # SessionObserver (exec.py): the middleware stored client and pool on the request.
     def exec_opened(self, request: web.Request) -> None:
-        client, pool = _client(request), request.get("sandbox_pool")
+        client, pool = _client(request), request.get(POOL_KEY)
         self.exec_opened_by_client[client] += 1
         self.exec_open.up(client)
         if pool:
@@ -238,7 +238,7 @@ class Stats:
             self.exec_pools.setdefault(pool, GaugeSet()).up(client)
 
     def exec_closed(self, request: web.Request) -> None:
-        client, pool = _client(request), request.get("sandbox_pool")
+        client, pool = _client(request), request.get(POOL_KEY)
         self.exec_open.down(client)
         if pool:
             self.exec_pools[pool].down(client)
@@ -288,6 +288,8 @@ class FaultState:
 
 
 STATS_KEY = web.AppKey("sandbox_stats", Stats)
+# The pool a request was attributed to, read again by the exec-session hooks.
+POOL_KEY: web.RequestKey[str | None] = web.RequestKey("sandbox_pool")
 FAULTS_KEY = web.AppKey("sandbox_faults", FaultState)
 
 
@@ -345,7 +347,7 @@ def install(app: web.Application, sandbox: Sandbox) -> None:
         info = classify(request.method, request.path, request.query)
         client = _client(request)
         pool = await _pool(request, info, sandbox.store)
-        request["sandbox_pool"] = pool
+        request[POOL_KEY] = pool
         stats.count(info, client)
         stats.open(info, client, pool)
         status = 500
