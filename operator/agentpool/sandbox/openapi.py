@@ -107,42 +107,47 @@ class OpenApi:
 
     def __init__(self, crds_provider: Callable[[], list[dict[str, Any]]]) -> None:
         self._crds_provider = crds_provider
-        self._custom_cache: dict[str, tuple[str, dict[str, Schema]]] = {}
+        # group-version path -> (fingerprint of its CRDs, document, digest)
+        self._custom_cache: dict[str, tuple[str, dict[str, Any], str]] = {}
 
     # -- v3 ------------------------------------------------------------------------------
 
     def v3_index(self) -> dict[str, Any]:
         """`{"paths": {"api/v1": {"serverRelativeURL": "/openapi/v3/api/v1?hash=..."}}}`."""
-        paths: dict[str, Any] = {}
-        documents = {path: _builtin_document(path) for path in _builtin_group_versions()}
-        documents.update(self._custom_documents())
-        for path in sorted(documents):
-            digest = _digest(documents[path])
-            paths[path] = {"serverRelativeURL": f"/openapi/v3/{path}?hash={digest}"}
-        return {"paths": paths}
+        digests = {path: _builtin_digest(path) for path in _builtin_group_versions()}
+        digests.update({path: digest for path, (_, digest) in self._custom_documents().items()})
+        return {
+            "paths": {
+                path: {"serverRelativeURL": f"/openapi/v3/{path}?hash={digests[path]}"}
+                for path in sorted(digests)
+            }
+        }
 
     def v3_document(self, group_version_path: str) -> dict[str, Any] | None:
         """The document for `api/v1` or `apis/<group>/<version>`; None when nothing is served."""
         path = group_version_path.strip("/")
         custom = self._custom_documents()
         if path in custom:
-            return custom[path]
+            return custom[path][0]
         if path in _builtin_group_versions():
             return _builtin_document(path)
         return None
 
     def v3_hash(self, group_version_path: str) -> str | None:
-        document = self.v3_document(group_version_path)
-        return None if document is None else _digest(document)
+        """The `hash` the index advertises for a document (kubectl caches documents by it)."""
+        path = group_version_path.strip("/")
+        custom = self._custom_documents()
+        if path in custom:
+            return custom[path][1]
+        return _builtin_digest(path) if path in _builtin_group_versions() else None
 
     # -- v2 ------------------------------------------------------------------------------
 
     def v2_document(self) -> dict[str, Any]:
         """Swagger 2.0 with every built-in definition and the CRD schemas (JSON only)."""
-        definitions_v2 = copy.deepcopy(_builtin_v2_definitions())
-        paths: dict[str, Any] = {}
-        for kind in _builtin_kinds():
-            paths.update(_paths(kind, v2=True))
+        # Shallow copies: the cached built-in parts are shared and never mutated.
+        definitions_v2 = dict(_builtin_v2_definitions())
+        paths = dict(_builtin_v2_paths())
         for crd in self._crds():
             for version in _served_versions(crd):
                 served = _custom_kind(crd, version)
@@ -162,20 +167,22 @@ class OpenApi:
     def _crds(self) -> list[dict[str, Any]]:
         return [c for c in self._crds_provider() if (c.get("spec") or {}).get("versions")]
 
-    def _custom_documents(self) -> dict[str, dict[str, Any]]:
+    def _custom_documents(self) -> dict[str, tuple[dict[str, Any], str]]:
+        """Document and digest per CRD group-version, rebuilt only when its CRDs change."""
         by_path: dict[str, list[tuple[dict[str, Any], str]]] = {}
         for crd in self._crds():
             group = str(crd["spec"].get("group", ""))
             for version in _served_versions(crd):
                 by_path.setdefault(group_version_path(group, version), []).append((crd, version))
-        documents: dict[str, dict[str, Any]] = {}
+        documents: dict[str, tuple[dict[str, Any], str]] = {}
         for path, served in by_path.items():
             fingerprint = json.dumps([(c.get("spec"), v) for c, v in served], sort_keys=True)
             cached = self._custom_cache.get(path)
             if cached is None or cached[0] != fingerprint:
-                cached = (fingerprint, _custom_document(served))
+                document = _custom_document(served)
+                cached = (fingerprint, document, _digest(document))
                 self._custom_cache[path] = cached
-            documents[path] = cached[1]
+            documents[path] = (cached[1], cached[2])
         for stale in set(self._custom_cache) - set(by_path):
             del self._custom_cache[stale]
         return documents
@@ -227,6 +234,19 @@ def _builtin_document(path: str) -> dict[str, Any]:
     for kind in kinds:
         paths.update(_paths(kind, v2=False))
     return _v3_document(paths, components)
+
+
+@cache
+def _builtin_digest(path: str) -> str:
+    return _digest(_builtin_document(path))
+
+
+@cache
+def _builtin_v2_paths() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for kind in _builtin_kinds():
+        paths.update(_paths(kind, v2=True))
+    return paths
 
 
 @cache
