@@ -32,6 +32,7 @@ but is only as detached as the shell allows; `H` reports which mode is in effect
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -100,10 +101,13 @@ mkdir "$Q" "$Q/q" "$Q/t" || exit 4
 exec 3>&1 1>&2
 if command -v setsid >/dev/null 2>&1; then M=setsid; else M=shared; fi
 if sleep 0.001 2>/dev/null; then Z0=0.002; Z1=0.25; ZS="0.002 0.004 0.008 0.016 0.032 0.064 0.128 0.25"; else Z0=1; Z1=1; ZS=1; fi
-K=$(cat <<'AGENTPOOL_KEEPER'
+K=$S/.keeper-@KEEPERID@
+if [ ! -s "$K" ]; then
+  cat >"$Q/k" <<'AGENTPOOL_KEEPER'
 @KEEPER@
 AGENTPOOL_KEEPER
-)
+  mv -f "$Q/k" "$K"
+fi
 pump() {
   trap 'w=1' USR1
   w=0; A=; B=; z=$Z0
@@ -176,12 +180,12 @@ trap - USR1
 n=1000000
 enq() { n=$((n + 1)); echo "$*" >"$Q/t/$n"; mv -f "$Q/t/$n" "$Q/q/$n"; kill -USR1 "$P" 2>/dev/null; }
 readn() {
-  : >"$2"; g=0
-  while [ "$g" -lt "$1" ]; do
-    dd bs=$(($1 - g)) count=1 2>/dev/null >>"$2"
-    h=$(($(wc -c <"$2")))
-    [ "$h" -gt "$g" ] || return 1
-    g=$h
+  : >"$2"; rg=0
+  while [ "$rg" -lt "$1" ]; do
+    dd bs=$(($1 - rg)) count=1 2>/dev/null >>"$2"
+    rh=$(($(wc -c <"$2")))
+    [ "$rh" -gt "$rg" ] || return 1
+    rg=$rh
   done
 }
 E=
@@ -200,9 +204,9 @@ while IFS=' ' read -r c a b t g l s; do
     if [ -e "$d/started" ]; then
       rm -f "$d/launch.$N" "$d/script.$N"
     elif [ "$M" = setsid ]; then
-      setsid "$SH" -c "$K" keeper "$d" "$t" "$g" "$N" "$SH" </dev/null >/dev/null 2>&1 3>&- &
+      setsid "$SH" "$K" "$d" "$t" "$g" "$N" "$SH" </dev/null >/dev/null 2>&1 3>&- &
     else
-      "$SH" -c "$K" keeper "$d" "$t" "$g" "$N" "$SH" </dev/null >/dev/null 2>&1 3>&- &
+      "$SH" "$K" "$d" "$t" "$g" "$N" "$SH" </dev/null >/dev/null 2>&1 3>&- &
     fi
     enq W "$a" "$b";;
   resume)
@@ -224,8 +228,13 @@ rm -rf "$Q"
 exit 0
 """
 
-DRIVER = _DRIVER.replace("@KEEPER@", _KEEPER.strip()).replace(
-    "@VERSION@", str(PROTOCOL_VERSION)
+# The keeper is stored once per container under a name derived from its text, so a newer
+# operator never runs an older keeper left behind in a long-lived container.
+_KEEPER_ID = hashlib.sha256(_KEEPER.encode()).hexdigest()[:16]
+DRIVER = (
+    _DRIVER.replace("@KEEPER@", _KEEPER.strip())
+    .replace("@KEEPERID@", _KEEPER_ID)
+    .replace("@VERSION@", str(PROTOCOL_VERSION))
 )
 
 

@@ -140,7 +140,7 @@ async def open_session(container: Container) -> AsyncIterator[OpenSession]:
     for session, _ in opened:
         await session.abort()
     # Steps are detached on purpose; the test must not leave them behind.
-    for pid_file in container.state_dir.glob("*/pid"):
+    for pid_file in [*container.state_dir.glob("*/pid"), *container.state_dir.glob("*/started")]:
         with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
             os.killpg(int(pid_file.read_text()), signal.SIGKILL)
 

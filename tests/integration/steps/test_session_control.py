@@ -1,0 +1,86 @@
+"""Timeouts and cancellation kill the step's whole process group; reasons are distinct."""
+
+from __future__ import annotations
+
+from agentpool.steps.batching import StepRequest
+from agentpool.steps.session import Session
+
+from conftest import open_shell
+
+
+def step(step_id: str, script: str, **kwargs: object) -> StepRequest:
+    return StepRequest(step_id=step_id, script=script.encode(), **kwargs)  # type: ignore[arg-type]
+
+
+async def test_timeout_kills_the_process_group_children_too(open_session, container, until, alive) -> None:
+    session, _ = await open_session()
+    child = container.root / "child"
+
+    handle = await session.submit(
+        step("slow", f"sleep 30 & echo $! > {child}; wait", timeout=1, grace=2)
+    )
+    result = await handle.wait()
+
+    assert (result.exit_code, result.reason) == (143, "timeout")
+    await until(lambda: not alive(int(child.read_text())), 5)
+
+
+async def test_timeout_escalates_to_kill_when_term_is_ignored(open_session) -> None:
+    session, _ = await open_session()
+
+    handle = await session.submit(
+        step("stubborn", "trap '' TERM; echo ready; while :; do sleep 1; done", timeout=1, grace=1)
+    )
+    result = await handle.wait()
+
+    assert (result.exit_code, result.reason) == (137, "timeout")
+    assert handle.tail == b"ready\n"
+
+
+async def test_cancel_in_session(open_session, container, until, alive) -> None:
+    session, _ = await open_session()
+    child = container.root / "child"
+    handle = await session.submit(step("long", f"sleep 30 & echo $! > {child}; echo go; wait"))
+    await until(lambda: handle.tail == b"go\n")
+
+    await session.cancel("long")
+    result = await handle.wait()
+
+    assert (result.exit_code, result.reason) == (143, "cancelled")
+    await until(lambda: not alive(int(child.read_text())), 5)
+
+
+async def test_cancel_from_a_separate_exec(open_session, container) -> None:
+    session, _ = await open_session()
+    handle = await session.submit(step("long", "echo go; sleep 30"))
+    await handle.started.wait()
+
+    other = await Session.start(await open_shell(container))
+    await other.cancel("long")
+    await other.close(timeout=10)
+
+    assert (await handle.wait()).reason == "cancelled"
+
+
+async def test_cancel_of_finished_step_changes_nothing(open_session) -> None:
+    session, _ = await open_session()
+    handle = await session.submit(step("done", "exit 5"))
+    await handle.wait()
+
+    await session.cancel("done")
+    again = await session.resume("done", 0)
+
+    assert (await again.wait()).exit_code == 5
+    assert (await again.wait()).reason == "exit"
+
+
+async def test_other_steps_go_on_while_one_is_cancelled(open_session) -> None:
+    session, _ = await open_session()
+    long = await session.submit(step("long", "sleep 30"))
+    short = await session.submit(step("short", "echo ok"))
+
+    await long.started.wait()
+    await session.cancel("long")
+
+    assert (await short.wait()).exit_code == 0
+    assert (await long.wait()).reason == "cancelled"
