@@ -25,6 +25,9 @@ RUN groupadd --system --gid 10001 agentpool \
 # Bind-mount the wheels instead of copying them, so they never become an image layer.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m pip install --no-index /wheels/*.whl
+LABEL org.opencontainers.image.title="agentpool-operator" \
+      org.opencontainers.image.description="Kubernetes operator for CI build agents and batched build steps" \
+      org.opencontainers.image.licenses="Apache-2.0"
 USER 10001:10001
 WORKDIR /tmp
 # 9090: Prometheus /metrics; 8080: kopf's /healthz liveness endpoint.
