@@ -27,6 +27,10 @@ _VAR_REFERENCE = re.compile(r"\$\((?P<name>[A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
 _FIELD_PATH = re.compile(r"^metadata\.(?P<kind>labels|annotations)\['(?P<key>[^']+)'\]$")
 
 
+class PodGone(LookupError):
+    """The pod was removed; nothing may start in it any more."""
+
+
 def _die_with_parent() -> None:
     """Backstop for a sandbox killed hard: the kernel SIGKILLs direct children (Linux only)."""
     with contextlib.suppress(OSError, AttributeError):
@@ -149,6 +153,8 @@ class ContainerRuntime:
         self.root = state_dir / "pods"
         self._trash = state_dir / ".trash"
         self._pods: dict[tuple[str, str], PodProcesses] = {}
+        # A request that read the pod just before its deletion must not start anything after it.
+        self._removed: set[str] = set()
 
     def pod_directory(self, namespace: str, pod: str) -> Path:
         return self.root / namespace / pod
@@ -165,6 +171,8 @@ class ContainerRuntime:
         metadata = pod.get("metadata") or {}
         key = (str(metadata.get("namespace", "")), str(metadata.get("name", "")))
         uid = str(metadata.get("uid", ""))
+        if uid in self._removed:
+            raise PodGone(f"pod {key[0]}/{key[1]} ({uid}) was deleted")
         record = self._pods.get(key)
         if record is None or record.uid != uid:
             if record is not None:
@@ -270,9 +278,12 @@ class ContainerRuntime:
 
     async def remove_pod(self, namespace: str, pod: str, uid: str | None = None) -> None:
         """Kill every process group of the pod and remove its directory."""
+        if uid is not None:
+            self._removed.add(uid)
         record = self._pods.get((namespace, pod))
         if record is None or (uid is not None and record.uid != uid):
             return
+        self._removed.add(record.uid)
         del self._pods[(namespace, pod)]
         self._kill(record)
         waiters = [c.main.waiter for c in record.containers.values() if c.main is not None]

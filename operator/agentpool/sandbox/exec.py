@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from aiohttp import WSMsgType, web
 from multidict import MultiMapping
 
-from agentpool.sandbox.containers import ContainerRuntime
+from agentpool.sandbox.containers import ContainerRuntime, PodGone
 from agentpool.sandbox.errors import ApiError
 
 V5 = "v5.channel.k8s.io"
@@ -276,6 +276,10 @@ async def _run(
         )
     except OSError as error:
         await _send_status(session, start_failure(error, options.command))
+        await ws.close()
+        return
+    except PodGone as error:
+        await _send_status(session, ApiError(404, "NotFound", str(error)).status())
         await ws.close()
         return
 

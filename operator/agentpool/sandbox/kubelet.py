@@ -25,7 +25,7 @@ from aiohttp import web
 
 from agentpool.sandbox import exec as exec_channel
 from agentpool.sandbox import profiles, stats
-from agentpool.sandbox.containers import Container, ContainerRuntime
+from agentpool.sandbox.containers import Container, ContainerRuntime, PodGone
 from agentpool.sandbox.errors import ApiError
 
 if TYPE_CHECKING:
@@ -183,6 +183,8 @@ class Kubelet:
                 self.store.update_status("pods", namespace, name, lambda o: _set_status(o, status))
                 return
             await self._play(pod, profile)
+        except PodGone:
+            return
         except ApiError as error:
             if error.code != 404:
                 raise

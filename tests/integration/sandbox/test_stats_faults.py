@@ -72,9 +72,9 @@ async def test_requests_are_counted_by_verb_resource_and_client(
         assert response.status == 201
     async with http.get(f"{PODS}/a1"), http.get(PODS), http.get("/version"):
         pass
-    async with aiohttp.ClientSession(sandbox.url, headers={"User-Agent": "kubectl/v1.37.1"}) as k:
-        async with k.get(PODS):
-            pass
+    kubectl = {"User-Agent": "kubectl/v1.37.1"}
+    async with aiohttp.ClientSession(sandbox.url, headers=kubectl) as k, k.get(PODS):
+        pass
 
     counted = (await stats(http))["requests"]
 
