@@ -156,3 +156,58 @@ def _refs(node: Any) -> list[str]:
         for value in node:
             found.extend(_refs(value))
     return found
+
+
+@dataclass(frozen=True)
+class PatchMeta:
+    """How strategic merge patch treats one field (from the `x-kubernetes-patch-*` extensions)."""
+
+    strategy: str  # "merge", "replace", "retainKeys", "merge,retainKeys" or "" (default)
+    merge_key: str | None
+    list_map_keys: tuple[str, ...] = ()
+
+
+def patch_merge_keys(resource_or_gvk: str | tuple[str, str, str]) -> dict[str, PatchMeta]:
+    """Patch metadata per field path of a built-in kind: `{"spec.containers": PatchMeta(...)}`.
+
+    Paths use `[]` for list items (`spec.containers[].ports`). Accepts a resource key
+    (`"pods"`, `"deployments.apps"`) or `(group, version, kind)`; unknown kinds give `{}`.
+    """
+    if isinstance(resource_or_gvk, str):
+        kind = BUILTIN_KINDS.get(resource_or_gvk)
+        name = kind.definition if kind else None
+    else:
+        name = definitions_by_gvk().get(resource_or_gvk)
+    return _patch_meta(name) if name else {}
+
+
+@cache
+def _patch_meta(name: str) -> dict[str, PatchMeta]:
+    found: dict[str, PatchMeta] = {}
+    _collect_patch_meta(definitions()[name], "", found, (name,))
+    return found
+
+
+def _collect_patch_meta(
+    schema: Schema, path: str, found: dict[str, PatchMeta], seen: tuple[str, ...]
+) -> None:
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith(REF_PREFIX):
+        target = ref[len(REF_PREFIX) :]
+        if target in seen:  # recursive types (JSONSchemaProps) carry no patch metadata
+            return
+        schema, seen = definitions().get(target, {}), (*seen, target)
+    for key, prop in (schema.get("properties") or {}).items():
+        where = f"{path}.{key}" if path else key
+        strategy = str(prop.get("x-kubernetes-patch-strategy", ""))
+        merge_key = prop.get("x-kubernetes-patch-merge-key")
+        map_keys = tuple(prop.get("x-kubernetes-list-map-keys") or ())
+        if strategy or merge_key or map_keys:
+            found[where] = PatchMeta(strategy, merge_key, map_keys)
+        _collect_patch_meta(prop, where, found, seen)
+    items = schema.get("items")
+    if isinstance(items, dict):
+        _collect_patch_meta(items, f"{path}[]", found, seen)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        _collect_patch_meta(extra, f"{path}.*", found, seen)

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from aiohttp import web
 
+from agentpool.sandbox.definitions import PatchMeta, patch_merge_keys
 from agentpool.sandbox.openapi import OpenApi, custom_component_name
 from agentpool.sandbox.openapi import group_version_path as openapi_path
 from agentpool.sandbox.resources import BUILTINS
@@ -317,3 +318,16 @@ async def test_kubectl_explains_a_builtin_field(kubeconfig: Path) -> None:
 
     assert "FIELD: containers <[]Container>" in output
     assert "image\t<string>" in output
+
+
+def test_patch_merge_keys_for_strategic_merge() -> None:
+    pods = patch_merge_keys("pods")
+
+    assert pods["spec.containers"] == PatchMeta("merge", "name", ("name",))
+    assert pods["spec.containers[].ports"].merge_key == "containerPort"
+    assert pods["spec.volumes"].strategy == "merge,retainKeys"
+    assert (
+        patch_merge_keys(("apps", "v1", "Deployment"))["spec.template.spec.containers"]
+        == (pods["spec.containers"])
+    )
+    assert patch_merge_keys("widgets.example.dev") == {}
