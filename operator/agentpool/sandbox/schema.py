@@ -416,11 +416,23 @@ class _Validator:
         props, extra = _properties(schema), _additional(schema)
         for key, item in value.items():
             if not path and key == "metadata":
-                continue  # ObjectMeta rules apply instead of the (restricted) schema
+                # A CRD may only constrain name and generateName; ObjectMeta rules do the rest.
+                found.extend(self.root_metadata(item, props.get("metadata")))
+                continue
             if key in props:
                 found.extend(self.node(item, props[key], [*path, key]))
             elif extra is not None:
                 found.extend(self.node(item, extra, [*path, key]))
+        return found
+
+    def root_metadata(self, meta: Any, schema: Schema | None) -> list[Cause]:
+        if not isinstance(meta, dict) or not isinstance(schema, dict):
+            return []
+        props = _properties(schema)
+        found: list[Cause] = []
+        for key in ("name", "generateName"):
+            if key in props and isinstance(meta.get(key), str):
+                found.extend(self.node(meta[key], props[key], ["metadata", key]))
         return found
 
     def array(self, value: list[Any], schema: Schema, path: list[PathPart]) -> list[Cause]:

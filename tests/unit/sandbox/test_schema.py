@@ -292,6 +292,23 @@ def test_metadata_name_must_be_a_dns_subdomain(schema: CustomResourceSchema) -> 
     assert message.startswith('Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain')
 
 
+def test_crd_may_constrain_metadata_name() -> None:
+    crd = copy.deepcopy(WIDGET_CRD)
+    root = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    root["properties"]["metadata"] = {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 5}},
+    }
+    schema = CustomResourceSchema.from_crd(crd, "v1")
+    obj = widget()
+    obj["metadata"]["name"] = "too-long"
+
+    assert by_field(schema.validate(obj)) == {
+        "metadata.name": ("FieldValueTooLong", "Too long: may not be more than 5 bytes")
+    }
+    assert schema.prune(obj)["metadata"] == obj["metadata"]
+
+
 def test_metadata_needs_name_or_generate_name(schema: CustomResourceSchema) -> None:
     obj = widget()
     obj["metadata"] = {"generateName": "w-"}
