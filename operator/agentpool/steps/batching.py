@@ -53,7 +53,7 @@ BOOTSTRAP_COMMAND: tuple[str, ...] = ("/bin/sh", "-c", BOOTSTRAP.replace("\\n", 
 # step, timeout seconds (0: none), grace seconds, suffix of the staged payload files.
 _KEEPER = r"""
 d=$1; t=$2; g=$3; x=$4; SH=$5
-trap : HUP INT TERM
+trap 'w=1' HUP INT TERM
 set -C
 if ! echo $$ >"$d/started"; then rm -f "$d/launch.$x" "$d/script.$x"; exit 0; fi 2>/dev/null
 set +C
@@ -66,8 +66,8 @@ stop() {
   kill -TERM "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null
   after "$g" 'kill -KILL "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null'; kp=$!
 }
-trap 'stop cancelled' USR1
-trap 'stop timeout' ALRM
+trap 'w=1; stop cancelled' USR1
+trap 'w=1; stop timeout' ALRM
 if command -v setsid >/dev/null 2>&1; then
   setsid "$SH" "$d/launch" "$d" >"$d/out" 2>&1 </dev/null &
 else
@@ -77,9 +77,14 @@ p=$!
 echo "$p" >"$d/pid.t"; mv -f "$d/pid.t" "$d/pid"
 [ -e "$d/cancel" ] && stop cancelled
 [ "$t" -gt 0 ] && { after "$t" "kill -ALRM $$"; tp=$!; }
+# A trap interrupts `wait` (status >128) without consuming the step's status: wait again.
+# Waiting again for a status already consumed gives 127, then the first one stands.
+rc=
 while :; do
-  wait "$p"; rc=$?
-  kill -0 "$p" 2>/dev/null || break
+  w=; wait "$p"; x=$?
+  if [ -n "$w" ] && [ "$x" -gt 128 ]; then rc=$x; continue; fi
+  [ "$x" = 127 ] && [ -n "$rc" ] || rc=$x
+  break
 done
 [ -n "$tp" ] && kill "$tp" 2>/dev/null
 [ -n "$kp" ] && kill "$kp" 2>/dev/null
