@@ -10,8 +10,9 @@ Kubernetes extensions: ``nullable``, ``x-kubernetes-int-or-string``,
 ``x-kubernetes-list-type`` (set/map uniqueness) and ``x-kubernetes-validations``: rules in the CEL
 subset of `agentpool.sandbox.cel` are evaluated on every node (transition rules, those naming
 ``oldSelf`` such as ``self == oldSelf``, on update only and where the node exists in both
-objects); other rules, ``messageExpression`` and validation ratcheting are not implemented, and
-`unevaluated_rules()` lists the skipped rules so the differences can be documented.
+objects); other rules and ``messageExpression`` are not implemented, and
+`unevaluated_rules()` lists the skipped rules so the differences can be documented. On update,
+errors on unchanged values are ratcheted away as in Kubernetes 1.33+ (not inside lists).
 
 With ``subresource="status"`` the whole object is still validated (as Kubernetes does), so a
 status write cannot smuggle in an invalid spec.
@@ -104,11 +105,23 @@ class CustomResourceSchema:
         old: dict[str, Any] | None = None,
         subresource: str | None = None,
     ) -> list[Cause]:
-        """All schema violations of `obj`; with `old`, also the transition rules."""
+        """All schema violations of `obj`; with `old`, also the transition rules.
+
+        On update, errors on values that did not change are dropped (validation ratcheting,
+        on by default since Kubernetes 1.33), so tightening a CRD does not lock objects stored
+        before; transition rules never ratchet.
+        """
         del subresource  # the whole object is validated either way, see the module docstring
         found = validate_object_meta(obj.get("metadata"))
-        found.extend(_Validator().node(obj, self.schema, []))
-        found.extend(_rule_causes(obj, old, self.schema, [], has_old=old is not None))
+        validator = _Validator()
+        for cause in validator.node(obj, self.schema, []):
+            if old is None or not _unchanged(obj, old, validator.paths.get(cause["field"])):
+                found.append(cause)
+        for cause, node, transition in _rule_causes(
+            obj, old, self.schema, [], has_old=old is not None
+        ):
+            if old is None or transition or not _unchanged(obj, old, node):
+                found.append(cause)
         return found
 
     def unevaluated_rules(self) -> list[tuple[str, str]]:
@@ -286,8 +299,13 @@ def _number(value: float) -> str:
 class _Validator:
     """Walks one object against one schema, collecting causes."""
 
+    def __init__(self) -> None:
+        # field path of each cause -> the node whose change decides ratcheting
+        self.paths: dict[str, list[PathPart]] = {}
+
     def node(self, value: Any, schema: Schema, path: list[PathPart]) -> list[Cause]:
         where = field_path(path)
+        self.paths.setdefault(where, path)
         if value is None:
             if schema.get("nullable") or not schema.get("type"):
                 return []
@@ -405,7 +423,9 @@ class _Validator:
                 )
         for key in schema.get("required") or []:
             if key not in value:
-                found.append(causes.required(field_path([*path, key])))
+                missing = field_path([*path, key])
+                self.paths.setdefault(missing, path)  # a required field ratchets on its parent
+                found.append(causes.required(missing))
         max_props = schema.get("maxProperties")
         if isinstance(max_props, int) and len(value) > max_props:
             found.append(causes.too_many(where, len(value), max_props))
@@ -497,11 +517,25 @@ def _rule_cause(value: Any, schema: Schema, path: list[PathPart], rule: dict[str
     return causes.invalid(where, shown, message)
 
 
+RuleFailure = tuple[Cause, list[PathPart], bool]  # cause, node declaring the rule, transition?
+
+
+def _unchanged(new: Any, old: Any, path: list[PathPart] | None) -> bool:
+    """Whether the node at `path` exists and is equal in both objects (ratcheting test)."""
+    if path is None or any(isinstance(part, int) for part in path):
+        return False  # list items only correlate by map keys; stay strict
+    for part in path:
+        if not (isinstance(new, dict) and isinstance(old, dict) and part in new and part in old):
+            return False
+        new, old = new[part], old[part]
+    return bool(new == old)
+
+
 def _rule_causes(
     new: Any, old: Any, schema: Schema, path: list[PathPart], *, has_old: bool
-) -> list[Cause]:
+) -> list[RuleFailure]:
     """Evaluate `x-kubernetes-validations` on every node; transition rules only with `old`."""
-    found: list[Cause] = []
+    found: list[RuleFailure] = []
     for rule in schema.get("x-kubernetes-validations") or []:
         text = str(rule.get("rule", ""))
         transition = cel.references_old_self(text)
@@ -515,7 +549,7 @@ def _rule_causes(
         except (cel.Unsupported, cel.EvaluationError):
             continue  # not evaluated: see unevaluated_rules()
         if result is False:
-            found.append(_rule_cause(new, schema, path, rule))
+            found.append((_rule_cause(new, schema, path, rule), path, transition))
     if isinstance(new, dict):
         props, extra = _properties(schema), _additional(schema)
         for key, item in new.items():

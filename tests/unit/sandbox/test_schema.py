@@ -337,6 +337,36 @@ def test_transition_rule_checked_on_update_only(schema: CustomResourceSchema) ->
     assert schema.validate(copy.deepcopy(old), old) == []
 
 
+def test_unchanged_invalid_value_is_ratcheted_on_update() -> None:
+    schema = with_rules()
+    old = widget(size=-1)  # stored before the CRD tightened
+    touched = widget(size=-1)
+    touched["status"] = {"phase": "Done"}
+
+    assert schema.validate(touched, old) == []
+    assert list(by_field(schema.validate(widget(size=-2), old))) == ["spec.size"]
+
+
+def test_missing_required_field_ratchets_only_while_its_parent_is_unchanged() -> None:
+    schema = with_rules()
+    old = widget()
+    del old["spec"]["size"]
+    changed = copy.deepcopy(old)
+    changed["spec"]["mode"] = "Always"
+
+    assert schema.validate(copy.deepcopy(old), old) == []
+    assert list(by_field(schema.validate(changed, old))) == ["spec.size"]
+
+
+def test_rule_ratchets_on_the_node_that_declares_it() -> None:
+    schema = with_rules({"rule": "self.size <= 5", "fieldPath": ".size"})
+    old = widget(size=6)
+    changed = widget(size=6, mode="Always")
+
+    assert schema.validate(copy.deepcopy(old), old) == []
+    assert list(by_field(schema.validate(changed, old))) == ["spec.size"]
+
+
 def test_status_change_does_not_trip_the_spec_transition_rule(
     schema: CustomResourceSchema,
 ) -> None:
