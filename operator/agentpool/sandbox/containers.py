@@ -12,10 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import fcntl
 import os
+import pty
 import re
 import shutil
 import signal
+import struct
+import termios
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -117,6 +121,78 @@ def container_argv(container: Mapping[str, Any], env: Mapping[str, str]) -> list
     argv = [str(part) for part in (container.get("command") or [])]
     argv += [str(part) for part in (container.get("args") or [])]
     return [expand(part, env) for part in argv]
+
+
+@dataclass
+class ExecProcess:
+    """An exec'd command and the streams the exec channel relays."""
+
+    process: asyncio.subprocess.Process
+    stdin: asyncio.StreamWriter | None
+    stdout: asyncio.StreamReader | None
+    stderr: asyncio.StreamReader | None
+    terminal: int | None = None
+
+    def close_stdin(self) -> None:
+        if self.stdin is None or self.stdin.is_closing():
+            return
+        if self.terminal is not None:
+            # Closing a terminal's master would hang up the command; EOF is Ctrl-D.
+            self.stdin.write(b"\x04")
+            return
+        self.stdin.close()
+
+    def resize(self, width: int, height: int) -> None:
+        if self.terminal is None:
+            return
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(self.terminal, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+
+    def release(self) -> None:
+        """Close the terminal once the command and its output are done."""
+        if self.stdin is not None and not self.stdin.is_closing():
+            self.stdin.close()
+        if self.terminal is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.terminal)
+            self.terminal = None
+
+
+def _controlling_terminal() -> None:
+    _die_with_parent()
+    # The session is new (start_new_session), so stdin, a terminal, can become its controller.
+    with contextlib.suppress(OSError):
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+async def _start_on_terminal(argv: Sequence[str], container: Container) -> ExecProcess:
+    master, slave = pty.openpty()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            cwd=container.cwd,
+            env={**container.env, "TERM": "xterm"},
+            start_new_session=True,
+            preexec_fn=_controlling_terminal,
+        )
+    except BaseException:
+        os.close(master)
+        raise
+    finally:
+        os.close(slave)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(os.dup(master), "rb", buffering=0)
+    )
+    transport, protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, os.fdopen(os.dup(master), "wb", buffering=0)
+    )
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    return ExecProcess(process, writer, reader, None, terminal=master)
 
 
 @dataclass
@@ -242,26 +318,33 @@ class ContainerRuntime:
         stdin: bool = True,
         stdout: bool = True,
         stderr: bool = True,
-        merge_stderr: bool = False,
-    ) -> asyncio.subprocess.Process:
-        """Run `argv` in the container's directory and environment; unwanted streams go nowhere."""
+        tty: bool = False,
+    ) -> ExecProcess:
+        """Run `argv` in the container's directory and environment; unwanted streams go nowhere.
+
+        With `tty` the command gets a pseudo-terminal as stdin/stdout/stderr (one output stream).
+        """
         record = self._record(pod)
         container = record.containers.get(container_name)
         if container is None:
             container = await self.start(pod, container_name)
-        pipe, devnull = asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=pipe if stdin else devnull,
-            stdout=pipe if stdout else devnull,
-            stderr=asyncio.subprocess.STDOUT if merge_stderr else (pipe if stderr else devnull),
-            cwd=container.cwd,
-            env=container.env,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        record.groups.add(process.pid)
-        return process
+        if tty:
+            execution = await _start_on_terminal(argv, container)
+        else:
+            pipe, devnull = asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=pipe if stdin else devnull,
+                stdout=pipe if stdout else devnull,
+                stderr=pipe if stderr else devnull,
+                cwd=container.cwd,
+                env=container.env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+            execution = ExecProcess(process, process.stdin, process.stdout, process.stderr)
+        record.groups.add(execution.process.pid)
+        return execution
 
     def track(self, pod: Mapping[str, Any], task: asyncio.Task[Any]) -> None:
         """Keep a background task (e.g. draining a detached exec) until the pod goes."""

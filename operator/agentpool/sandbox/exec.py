@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from aiohttp import WSMsgType, web
 from multidict import MultiMapping
 
-from agentpool.sandbox.containers import ContainerRuntime, PodGone
+from agentpool.sandbox.containers import ContainerRuntime, ExecProcess, PodGone
 from agentpool.sandbox.errors import ApiError
 
 V5 = "v5.channel.k8s.io"
@@ -183,37 +183,57 @@ class ExecSession:
         """Forward output as produced; awaiting the send is the back-pressure on the process."""
         if reader is None:
             return
-        while chunk := await reader.read(_CHUNK):
+        while True:
+            try:
+                chunk = await reader.read(_CHUNK)
+            except OSError:
+                # A terminal's master reports EIO once the command side is closed: that is EOF.
+                return
+            if not chunk:
+                return
             await self.send(channel, chunk)
 
-    async def feed(self, process: asyncio.subprocess.Process) -> None:
+    async def feed(self, execution: ExecProcess) -> None:
         """Client frames to the process until the client closes or goes away."""
-        stdin = process.stdin
+        stdin = execution.stdin
         try:
             async for message in self.ws:
-                if message.type != WSMsgType.BINARY or not message.data:
+                # Like a real API server, take text frames too: the official Python client
+                # sends stdin as text (chr(0) + data).
+                if message.type == WSMsgType.TEXT and message.data:
+                    data: bytes = message.data.encode()
+                elif message.type == WSMsgType.BINARY and message.data:
+                    data = message.data
+                else:
                     continue
-                data: bytes = message.data
                 channel = data[0]
                 if channel == STDIN and stdin is not None and not stdin.is_closing():
                     stdin.write(data[1:])
                     with contextlib.suppress(ConnectionError):
                         await stdin.drain()
                 elif channel == CLOSE and self.protocol == V5 and data[1:2] == bytes((STDIN,)):
-                    _close_stdin(stdin)
-                # RESIZE and unknown channels are accepted and ignored: no terminal here.
+                    execution.close_stdin()
+                elif channel == RESIZE:
+                    _resize(execution, data[1:])
         finally:
-            _close_stdin(stdin)
+            execution.close_stdin()
 
 
-def _close_stdin(stdin: asyncio.StreamWriter | None) -> None:
-    if stdin is not None and not stdin.is_closing():
-        stdin.close()
+def _resize(execution: ExecProcess, payload: bytes) -> None:
+    """Resize frames are JSON `{"Width": w, "Height": h}`; malformed ones are ignored."""
+    try:
+        size = json.loads(payload)
+        execution.resize(int(size["Width"]), int(size["Height"]))
+    except (ValueError, TypeError, KeyError):
+        return
 
 
-async def _finish(process: asyncio.subprocess.Process, pumps: list[asyncio.Task[None]]) -> int:
-    await asyncio.gather(*pumps)
-    return exit_code(await process.wait())
+async def _finish(execution: ExecProcess, pumps: list[asyncio.Task[None]]) -> int:
+    try:
+        await asyncio.gather(*pumps)
+        return exit_code(await execution.process.wait())
+    finally:
+        execution.release()
 
 
 async def serve(
@@ -265,14 +285,14 @@ async def _run(
 ) -> None:
     session = ExecSession(ws, protocol, options)
     try:
-        process = await runtime.exec(
+        execution = await runtime.exec(
             pod,
             container,
             options.command,
             stdin=options.stdin,
             stdout=options.stdout,
-            stderr=options.stderr and not options.tty,
-            merge_stderr=options.tty,
+            stderr=options.stderr,
+            tty=options.tty,
         )
     except OSError as error:
         await _send_status(session, start_failure(error, options.command))
@@ -284,13 +304,13 @@ async def _run(
         return
 
     pumps = [
-        asyncio.create_task(session.pump(process.stdout, STDOUT)),
-        asyncio.create_task(session.pump(process.stderr, STDERR)),
+        asyncio.create_task(session.pump(execution.stdout, STDOUT)),
+        asyncio.create_task(session.pump(execution.stderr, STDERR)),
     ]
-    completion = asyncio.create_task(_finish(process, pumps))
+    completion = asyncio.create_task(_finish(execution, pumps))
     # The command outlives a dropped client; the runtime kills it with the pod.
     runtime.track(pod, completion)
-    feeder = asyncio.create_task(session.feed(process))
+    feeder = asyncio.create_task(session.feed(execution))
     dropper = _schedule_drop(request, session, drop_after())
     try:
         await asyncio.wait({completion, feeder}, return_when=asyncio.FIRST_COMPLETED)

@@ -292,3 +292,21 @@ async def test_official_python_client_stream(
     outcome = await asyncio.to_thread(_official_exec, sandbox.url, offer)
 
     assert outcome == (negotiated, "out\n", "err\n", 3)
+
+
+async def test_tty_gives_a_terminal_that_resizes(http: aiohttp.ClientSession) -> None:
+    script = 'read line; [ -t 1 ] && echo is-a-tty; stty size; echo "got $line"'
+    params = [("command", "sh"), ("command", "-c"), ("command", script)]
+    params += [("stdin", "true"), ("stdout", "true"), ("tty", "true")]
+    result = Result()
+
+    async with http.ws_connect(EXEC.format("agent"), params=params, protocols=(V5,)) as ws:
+        await ws.send_bytes(b'\x04{"Width":100,"Height":30}')
+        await ws.send_bytes(b"\x00hello\n")
+        async for message in ws:
+            result.add(message.data)
+
+    output = result.text(1).replace("\r\n", "\n")
+    assert "is-a-tty\n30 100\ngot hello\n" in output
+    assert 2 not in result.channels
+    assert result.status["status"] == "Success"
