@@ -105,7 +105,12 @@ Q=$S/.session.$N
 mkdir "$Q" "$Q/q" "$Q/t" || exit 4
 exec 3>&1 1>&2
 if command -v setsid >/dev/null 2>&1; then M=setsid; else M=shared; fi
-if sleep 0.001 2>/dev/null; then Z0=0.002; Z1=0.25; ZS="0.002 0.004 0.008 0.016 0.032 0.064 0.128 0.25"; else Z0=1; Z1=1; ZS=1; fi
+# Poll back-off of the pump when nothing happens; POSIX sleep only takes whole seconds.
+if sleep 0.001 2>/dev/null; then
+  Z0=0.002; Z1=0.25; ZS="0.002 0.004 0.008 0.016 0.032 0.064 0.128 0.25"
+else
+  Z0=1; Z1=1; ZS=1
+fi
 K=$S/.keeper-@KEEPERID@
 if [ ! -s "$K" ]; then
   cat >"$Q/k" <<'AGENTPOOL_KEEPER'
@@ -150,7 +155,8 @@ pump() {
           if [ $((o % 65536)) = 0 ]; then
             dd if="$d/out" bs=65536 skip=$((o / 65536)) count=16 2>/dev/null >"$Q/c"
           else
-            dd if="$d/out" bs=65536 skip=$((o / 65536)) count=16 2>/dev/null | tail -c +$((o % 65536 + 1)) >"$Q/c"
+            dd if="$d/out" bs=65536 skip=$((o / 65536)) count=16 2>/dev/null |
+              tail -c +$((o % 65536 + 1)) >"$Q/c"
           fi
           m=$(($(wc -c <"$Q/c")))
           [ "$m" -gt 0 ] || break
@@ -159,7 +165,8 @@ pump() {
           o=$((o + m)); y=1
         done
         if [ -n "$e" ]; then
-          read -r x r <"$d/rc"; printf '%s F %s %s %s %s\n' "$N" "$i" "$x" "$o" "$r" >&3; y=1; continue
+          read -r x r <"$d/rc"
+          printf '%s F %s %s %s %s\n' "$N" "$i" "$x" "$o" "$r" >&3; y=1; continue
         fi
         read -r kp <"$d/started"
         if ! kill -0 "$kp" 2>/dev/null && [ ! -e "$d/rc" ]; then
@@ -183,7 +190,9 @@ pump &
 P=$!
 trap - USR1
 n=1000000
-enq() { n=$((n + 1)); echo "$*" >"$Q/t/$n"; mv -f "$Q/t/$n" "$Q/q/$n"; kill -USR1 "$P" 2>/dev/null; }
+enq() {
+  n=$((n + 1)); echo "$*" >"$Q/t/$n"; mv -f "$Q/t/$n" "$Q/q/$n"; kill -USR1 "$P" 2>/dev/null
+}
 readn() {
   : >"$2"; rg=0
   while [ "$rg" -lt "$1" ]; do
@@ -280,7 +289,9 @@ def build_launcher(request: StepRequest) -> bytes:
     lines = []
     if request.working_dir:
         wd = _quote(request.working_dir)
-        lines.append(f"cd -- {wd} || {{ echo agentpool: cannot enter workingDir {wd} >&2; exit 126; }}")
+        lines.append(
+            f"cd -- {wd} || {{ echo agentpool: cannot enter workingDir {wd} >&2; exit 126; }}"
+        )
     for name, value in request.env.items():
         if not ENV_NAME.fullmatch(name):
             raise StepRequestError(f"invalid env name {name!r}")

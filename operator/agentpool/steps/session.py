@@ -192,15 +192,16 @@ class Session:
         """Ask the step's keeper to kill its process group; its handle finishes `cancelled`."""
         await self._send(batching.build_cancel(step_id))
 
-    async def close(self, timeout: float | None = None) -> None:
-        """Let watched steps finish, then end the driver (it exits 0)."""
+    async def close(self) -> None:
+        """Let watched steps finish, then end the driver (it exits 0). Bound it with
+        `asyncio.timeout`: on cancellation the stream is dropped, steps keep running."""
         if not self._ended.is_set() and not self._closing:
             self._closing = True
             with contextlib.suppress(Exception):
                 await self._send(batching.BYE)
                 await self._stream.close_stdin()
         try:
-            await asyncio.wait_for(self._ended.wait(), timeout)
+            await self._ended.wait()
         finally:
             await self.abort()
 

@@ -14,20 +14,25 @@ def step(step_id: str, script: str, **kwargs: object) -> StepRequest:
 async def test_twenty_steps_in_one_session(open_session, container) -> None:
     session, shell = await open_session()
 
-    handles = [await session.submit(step(f"s{i}", f"echo step {i}; exit {i % 3}")) for i in range(20)]
+    handles = [
+        await session.submit(step(f"s{i}", f"echo step {i}; exit {i % 3}")) for i in range(20)
+    ]
     results = [await h.wait() for h in handles]
 
     assert [r.exit_code for r in results] == [i % 3 for i in range(20)]
     assert [h.tail for h in handles] == [f"step {i}\n".encode() for i in range(20)]
     assert session.steps_submitted == 20
-    await session.close(timeout=10)
+    async with asyncio.timeout(10):
+        await session.close()
     assert await shell.result() == 0
 
 
 async def test_step_joins_open_session_while_another_runs(open_session, container, until) -> None:
     session, _ = await open_session()
     gate = container.root / "gate"
-    first = await session.submit(step("first", f"while [ ! -e {gate} ]; do sleep 0.01; done; echo one"))
+    first = await session.submit(
+        step("first", f"while [ ! -e {gate} ]; do sleep 0.01; done; echo one")
+    )
     await first.started.wait()
 
     second = await session.submit(step("second", "echo two"))

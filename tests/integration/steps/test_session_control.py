@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from agentpool.steps.batching import StepRequest
-from agentpool.steps.session import Session
+import asyncio
 
-from conftest import open_shell
+from agentpool.steps.batching import StepRequest
 
 
 def step(step_id: str, script: str, **kwargs: object) -> StepRequest:
     return StepRequest(step_id=step_id, script=script.encode(), **kwargs)  # type: ignore[arg-type]
 
 
-async def test_timeout_kills_the_process_group_children_too(open_session, container, until, alive) -> None:
+async def test_timeout_kills_the_process_group_children_too(
+    open_session, container, until, alive
+) -> None:
     session, _ = await open_session()
     child = container.root / "child"
 
@@ -55,9 +56,10 @@ async def test_cancel_from_a_separate_exec(open_session, container) -> None:
     handle = await session.submit(step("long", "echo go; sleep 30"))
     await handle.started.wait()
 
-    other = await Session.start(await open_shell(container))
+    other, _ = await open_session()
     await other.cancel("long")
-    await other.close(timeout=10)
+    async with asyncio.timeout(10):
+        await other.close()
 
     assert (await handle.wait()).reason == "cancelled"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from agentpool.steps.batching import StepRequest
@@ -24,9 +26,7 @@ async def test_dropped_session_then_resume_gets_full_output_and_exit_code(
 ) -> None:
     first, shell = await open_session()
     handle = await first.submit(counting_step(container))
-    await handle.started.wait()
-    while handle.offset < len(b"before\n"):
-        await first_output(handle)
+    await first_output(handle)
 
     shell.drop()
     with pytest.raises(SessionLost):
@@ -42,14 +42,17 @@ async def test_dropped_session_then_resume_gets_full_output_and_exit_code(
 
 
 async def first_output(handle) -> None:
-    import asyncio
+    """Wait until the step has streamed something (it is running, not merely queued)."""
+    arrived = asyncio.Event()
+    handle.on_output = lambda offset, data: arrived.set()
+    if handle.offset == 0:
+        async with asyncio.timeout(10):
+            await arrived.wait()
 
-    async with asyncio.timeout(10):
-        while handle.offset == 0:
-            await asyncio.sleep(0.01)
 
-
-async def test_resubmit_after_drop_resumes_from_offset_without_rerun(open_session, container) -> None:
+async def test_resubmit_after_drop_resumes_from_offset_without_rerun(
+    open_session, container
+) -> None:
     first, shell = await open_session()
     request = counting_step(container)
     handle = await first.submit(request)
@@ -93,14 +96,16 @@ async def test_resume_of_step_never_started(open_session) -> None:
     assert session.open
 
 
-async def test_clean_close_leaves_running_step_alone_after_quit(open_session, container) -> None:
+async def test_close_waits_for_watched_steps_then_driver_exits_zero(
+    open_session, container
+) -> None:
     session, shell = await open_session()
     handle = await session.submit(counting_step(container))
     await first_output(handle)
 
-    await session.close(timeout=0.2) if False else None
-    shell.drop()
     (container.root / "gate").touch()
-    later, _ = await open_session()
+    async with asyncio.timeout(10):
+        await session.close()
 
-    assert (await (await later.resume("resumable", 7)).wait()).exit_code == 7
+    assert (await handle.wait()).exit_code == 7
+    assert await shell.result() == 0
