@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from agentpool.sandbox import discovery, errors, patching, tables
+from agentpool.sandbox import discovery, errors, patching, protobuf, tables
 from agentpool.sandbox.errors import ApiError
 from agentpool.sandbox.resources import ResourceType
 from agentpool.sandbox.selectors import parse_field_selector, parse_label_selector
@@ -283,6 +283,8 @@ class ApiServer:
         content_type = request.content_type
         if "yaml" in content_type:
             return yaml.safe_load(raw)
+        if content_type == "application/vnd.kubernetes.protobuf":
+            return protobuf.decode(raw)
         if "protobuf" in content_type or "cbor" in content_type:
             raise ApiError(
                 415,

@@ -156,3 +156,18 @@ async def test_explain_a_custom_resource_field(kubeconfig: Path) -> None:
     await install_crds_and_examples(kubeconfig)
     code, output = await kubectl(kubeconfig, "explain", "agentpools.spec.minIdle")
     assert code == 0 and "FIELD: minIdle <integer>" in output
+
+
+async def test_imperative_create_sends_protobuf_that_the_sandbox_decodes(
+    kubeconfig: Path,
+) -> None:
+    code, output = await kubectl(kubeconfig, "create", "namespace", "team")
+    assert code == 0, output
+    code, output = await kubectl(
+        kubeconfig, "-n", "team", "create", "configmap", "settings", "--from-literal=a=b"
+    )
+    assert code == 0, output
+    _, value = await kubectl(
+        kubeconfig, "-n", "team", "get", "cm", "settings", "-o", "jsonpath={.data.a}"
+    )
+    assert value == "b"
