@@ -497,6 +497,18 @@ def test_agentpool_negative_min_idle_is_rejected() -> None:
     )
 
 
+def test_agentpool_template_errors_name_the_container() -> None:
+    schema = CustomResourceSchema.from_crd(load_crd("agentpools.yaml"), "v1alpha1")
+    obj = agent_pool()
+    obj["spec"]["template"]["spec"]["containers"].append({"image": "alpine"})
+
+    causes = by_field(schema.validate(schema.default(schema.prune(obj))))
+
+    assert causes == {
+        "spec.template.spec.containers[1].name": ("FieldValueRequired", "Required value")
+    }
+
+
 def test_buildstep_spec_is_immutable() -> None:
     schema = CustomResourceSchema.from_crd(load_crd("buildsteps.yaml"), "v1alpha1")
     old = schema.default(schema.prune(build_step()))
