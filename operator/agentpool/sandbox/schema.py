@@ -14,8 +14,8 @@ objects); other rules and ``messageExpression`` are not implemented, and
 `unevaluated_rules()` lists the skipped rules so the differences can be documented. On update,
 errors on unchanged values are ratcheted away as in Kubernetes 1.33+ (not inside lists).
 
-With ``subresource="status"`` the whole object is still validated (as Kubernetes does), so a
-status write cannot smuggle in an invalid spec.
+With ``subresource="status"`` only ``status`` is checked against the schema (as the status
+strategy does); metadata rules and CEL rules still cover the whole object.
 """
 
 from __future__ import annotations
@@ -111,10 +111,18 @@ class CustomResourceSchema:
         on by default since Kubernetes 1.33), so tightening a CRD does not lock objects stored
         before; transition rules never ratchet.
         """
-        del subresource  # the whole object is validated either way, see the module docstring
         found = validate_object_meta(obj.get("metadata"))
         validator = _Validator()
-        for cause in validator.node(obj, self.schema, []):
+        if subresource == "status":
+            status_schema = _properties(self.schema).get("status")
+            checked = (
+                validator.node(obj["status"], status_schema, ["status"])
+                if "status" in obj and status_schema is not None
+                else []
+            )
+        else:
+            checked = validator.node(obj, self.schema, [])
+        for cause in checked:
             if old is None or not _unchanged(obj, old, validator.paths.get(cause["field"])):
                 found.append(cause)
         for cause, node, transition in _rule_causes(

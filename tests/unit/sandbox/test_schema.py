@@ -377,6 +377,16 @@ def test_status_change_does_not_trip_the_spec_transition_rule(
     assert schema.validate(new, old, subresource="status") == []
 
 
+def test_status_subresource_checks_the_status_schema_only(schema: CustomResourceSchema) -> None:
+    old = widget(size=-1)
+    new = widget(size=-1)
+    new["status"] = {"when": "soon"}
+
+    causes = by_field(schema.validate(new, old, subresource="status"))
+
+    assert list(causes) == ["status.when"]
+
+
 def test_transition_rule_without_message_names_the_rule() -> None:
     crd = copy.deepcopy(WIDGET_CRD)
     spec_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
