@@ -16,6 +16,7 @@ import functools
 import ipaddress
 import logging
 import os
+import platform
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +110,18 @@ def node_manifest() -> dict[str, Any]:
                     "lastTransitionTime": now,
                 }
             ],
-            "nodeInfo": {"kubeletVersion": "v1.37.0-sandbox", "operatingSystem": "linux"},
+            "nodeInfo": {
+                "machineID": "sandbox",
+                "systemUUID": "sandbox",
+                "bootID": "sandbox",
+                "kernelVersion": platform.release(),
+                "osImage": "agentpool sandbox",
+                "containerRuntimeVersion": "sandbox://local-processes",
+                "kubeletVersion": "v1.37.0-sandbox",
+                "kubeProxyVersion": "",
+                "operatingSystem": "linux",
+                "architecture": "amd64" if platform.machine() == "x86_64" else platform.machine(),
+            },
         },
     }
 
@@ -139,13 +151,24 @@ class Kubelet:
         return self._addresses[uid]
 
     async def run(self) -> None:
-        with contextlib.suppress(ApiError):
-            self.store.create("nodes", None, node_manifest())
+        self._register_node()
         async for kind, pod in self.store.subscribe("pods"):
             try:
                 await self._handle(kind, pod)
             except Exception:
                 log.exception("sandbox kubelet failed handling %s of a pod", kind)
+
+    def _register_node(self) -> None:
+        """Create the node, then post its status, as a kubelet registers itself."""
+        manifest = node_manifest()
+        status = manifest.pop("status")
+        try:
+            self.store.create("nodes", None, manifest)
+            self.store.update_status(
+                "nodes", None, NODE_NAME, lambda node: node.update(status=status)
+            )
+        except ApiError as error:
+            log.warning("sandbox kubelet could not register node %s: %s", NODE_NAME, error.message)
 
     async def _handle(self, kind: str, pod: dict[str, Any]) -> None:
         metadata = pod.get("metadata") or {}

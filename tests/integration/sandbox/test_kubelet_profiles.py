@@ -321,3 +321,12 @@ async def test_sandbox_exit_leaves_no_process_behind(tmp_path: Path) -> None:
         pid = container.main.process.pid
 
     await _until(lambda: not _alive(pid))
+
+
+async def test_pods_are_bound_to_a_registered_ready_node(sandbox: Sandbox) -> None:
+    versions = await create_and_watch(sandbox, pod("bound"), running)
+
+    node = sandbox.store.get("nodes", None, versions[-1]["spec"]["nodeName"])
+
+    conditions = {c["type"]: c["status"] for c in node["status"]["conditions"]}
+    assert conditions == {"Ready": "True"}
