@@ -6,7 +6,7 @@ import importlib
 from types import ModuleType
 from typing import Any
 
-from agentpool.sandbox.errors import Cause, field_cause
+from agentpool.sandbox.errors import ApiError, Cause, field_cause
 from agentpool.sandbox.resources import BUILTINS
 
 _BUILTIN_KEYS = {t.key for t in BUILTINS}
@@ -125,11 +125,24 @@ class SchemaCache:
         version: str,
         obj: dict[str, Any],
         old: dict[str, Any] | None,
+        *,
+        strict: bool = False,
     ) -> tuple[dict[str, Any], list[Cause]]:
-        """Prune, default and validate a custom object; returns the object to store and causes."""
+        """Prune, default and validate a custom object; returns the object to store and causes.
+
+        `strict` is `fieldValidation=Strict` (kubectl's default): unknown fields are a 400.
+        """
         schema = self.schema(key, crd, version)
         if schema is None:
             return obj, []
+        if strict:
+            unknown = schema.unknown_fields(obj)
+            if unknown:
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    "strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown),
+                )
         obj = schema.default(schema.prune(obj))
         causes: list[Cause] = schema.validate(obj, old)
         return obj, causes

@@ -300,7 +300,9 @@ class ApiServer:
         body = await self._body(request)
         if not isinstance(body, dict):
             raise errors.bad_request("the request body must be an object")
-        created = self.store.create(target.rtype.key, target.namespace, body, dry_run=dry_run)
+        created = self.store.create(
+            target.rtype.key, target.namespace, body, dry_run=dry_run, strict=_strict(request)
+        )
         return self._render_one(request, target, created, 201)
 
     async def _replace(
@@ -317,6 +319,7 @@ class ApiServer:
             body,
             target.subresource,
             dry_run=dry_run,
+            strict=_strict(request),
         )
         return self._render_one(request, target, replaced)
 
@@ -343,6 +346,7 @@ class ApiServer:
             body,
             target.subresource,
             dry_run=dry_run,
+            strict=_strict(request),
         )
         return self._render_one(request, target, patched, 200 if existed else 201)
 
@@ -489,6 +493,10 @@ class ApiServer:
                 kind, event = subscription.queue.get_nowait()
                 chunks.append(frame(kind, event))
             await response.write(b"".join(chunks))
+
+
+def _strict(request: web.Request) -> bool:
+    return request.query.get("fieldValidation") == "Strict"
 
 
 def _encode(kind: str, obj: Obj) -> bytes:

@@ -287,7 +287,7 @@ class Store:
             obj["apiVersion"] = rtype.api_version
         obj["kind"] = rtype.kind
 
-    def _admit(self, rtype: ResourceType, obj: Obj, old: Obj | None) -> Obj:
+    def _admit(self, rtype: ResourceType, obj: Obj, old: Obj | None, strict: bool = False) -> Obj:
         """Schema pruning, defaulting and validation; raises 422 with field causes."""
         causes: list[Cause]
         if rtype.custom:
@@ -295,7 +295,7 @@ class Store:
             if crd is None:
                 return obj
             version = obj["apiVersion"].rpartition("/")[2]
-            obj, causes = self._schemas.admit(rtype.key, crd, version, obj, old)
+            obj, causes = self._schemas.admit(rtype.key, crd, version, obj, old, strict=strict)
         elif rtype.key == CRD_KEY:
             causes = check_definition(obj)
             if not causes:
@@ -307,7 +307,13 @@ class Store:
         return obj
 
     def create(
-        self, resource: str, namespace: str | None, obj: Obj, *, dry_run: bool = False
+        self,
+        resource: str,
+        namespace: str | None,
+        obj: Obj,
+        *,
+        dry_run: bool = False,
+        strict: bool = False,
     ) -> Obj:
         rtype = self.resource_type(resource)
         obj = patching.clone(obj)
@@ -332,7 +338,7 @@ class Store:
         if rtype.custom and rtype.status_subresource:
             obj.pop("status", None)
         kinds.prepare_create(rtype.key, obj)
-        obj = self._admit(rtype, obj, None)
+        obj = self._admit(rtype, obj, None, strict)
         if rtype.key == CRD_KEY:
             obj["status"] = established_status(obj, meta["creationTimestamp"])
         if dry_run:
@@ -412,8 +418,10 @@ class Store:
                 )
         return new
 
-    def _write(self, rtype: ResourceType, old: Obj, new: Obj, dry_run: bool) -> Obj:
-        new = self._admit(rtype, new, old)
+    def _write(
+        self, rtype: ResourceType, old: Obj, new: Obj, dry_run: bool, strict: bool = False
+    ) -> Obj:
+        new = self._admit(rtype, new, old, strict)
         meta = new["metadata"]
         meta["resourceVersion"] = old["metadata"]["resourceVersion"]
         if new == old or dry_run:
@@ -458,6 +466,7 @@ class Store:
         subresource: str | None = None,
         *,
         dry_run: bool = False,
+        strict: bool = False,
     ) -> Obj:
         rtype = self.resource_type(resource)
         old = self._find(rtype, namespace if rtype.namespaced else None, name)
@@ -472,7 +481,7 @@ class Store:
         wanted = (obj.get("metadata") or {}).get("resourceVersion")
         self._check_version(rtype, old, wanted, required=rtype.custom)
         new = self._prepare_update(rtype, old, obj, subresource)
-        return self._write(rtype, old, new, dry_run)
+        return self._write(rtype, old, new, dry_run, strict)
 
     def patch(  # noqa: PLR0917 - the positional shape is the shared sandbox contract
         self,
@@ -484,6 +493,7 @@ class Store:
         subresource: str | None = None,
         *,
         dry_run: bool = False,
+        strict: bool = False,
     ) -> Obj:
         rtype = self.resource_type(resource)
         if patch_type not in patching.PATCH_TYPES:
@@ -499,7 +509,7 @@ class Store:
                 if isinstance(applied, dict):
                     applied.setdefault("metadata", {})
                     applied["metadata"] = {**applied["metadata"], "name": name}
-                return self.create(resource, namespace, applied, dry_run=dry_run)
+                return self.create(resource, namespace, applied, dry_run=dry_run, strict=strict)
             raise
         if patch_type == patching.JSON:
             candidate = patching.json_patch(old, body)
@@ -515,7 +525,7 @@ class Store:
                 candidate = patching.strategic_merge_patch(old, body, schema)
         self._check_version(rtype, old, wanted, required=False)
         new = self._prepare_update(rtype, old, candidate, subresource)
-        return self._write(rtype, old, new, dry_run)
+        return self._write(rtype, old, new, dry_run, strict)
 
     def update_status(
         self, resource: str, namespace: str | None, name: str, mutate: Callable[[Obj], None]

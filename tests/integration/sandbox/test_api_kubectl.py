@@ -171,3 +171,13 @@ async def test_imperative_create_sends_protobuf_that_the_sandbox_decodes(
         kubeconfig, "-n", "team", "get", "cm", "settings", "-o", "jsonpath={.data.a}"
     )
     assert value == "b"
+
+
+async def test_unknown_field_is_rejected_with_strict_field_validation(kubeconfig: Path) -> None:
+    await install_crds_and_examples(kubeconfig)
+    manifest = (
+        "apiVersion: agentpool.dev/v1alpha1\nkind: BuildStep\nmetadata: {name: typo}\n"
+        "spec: {pool: demo, script: 'true', scirpt: 'x'}\n"
+    )
+    code, output = await kubectl(kubeconfig, "apply", "-f", "-", stdin=manifest)
+    assert code != 0 and 'unknown field "spec.scirpt"' in output
