@@ -95,11 +95,3 @@ def too_long(field: str, limit: int) -> Cause:
 
 def forbidden(field: str, detail: str) -> Cause:
     return Cause(reason="FieldValueForbidden", message=f"Forbidden: {detail}", field=field)
-
-
-def summary(causes: Sequence[Cause]) -> str:
-    """`field: message, field: message` — the tail of an Invalid `Status` message."""
-    parts = [f"{c['field']}: {c['message']}" if c["field"] else c["message"] for c in causes]
-    if len(parts) == 1:
-        return parts[0]
-    return "[" + ", ".join(parts) + "]"
