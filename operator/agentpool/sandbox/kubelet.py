@@ -404,7 +404,8 @@ async def _follow(
             except ConnectionError:
                 break
             continue
-        if not alive or finished:
+        client_gone = request.transport is None or request.transport.is_closing()
+        if not alive or finished or client_gone:
             break
         await asyncio.sleep(_LOG_POLL_SECONDS)
     with contextlib.suppress(ConnectionError):

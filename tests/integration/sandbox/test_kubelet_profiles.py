@@ -330,3 +330,22 @@ async def test_pods_are_bound_to_a_registered_ready_node(sandbox: Sandbox) -> No
 
     conditions = {c["type"]: c["status"] for c in node["status"]["conditions"]}
     assert conditions == {"Ready": "True"}
+
+
+async def test_abandoned_log_follow_ends_on_the_server(sandbox: Sandbox) -> None:
+    await create_and_watch(sandbox, pod("idle"), running)
+    async with aiohttp.ClientSession(sandbox.url) as http:
+        follow = await http.get("/api/v1/namespaces/default/pods/idle/log?follow=true")
+        assert follow.status == 200
+        follow.close()
+
+        async def open_connections() -> int:
+            async with http.get("/sandbox/v1/stats") as response:
+                return int((await response.json())["connections"]["current"])
+
+        async def drained() -> None:
+            # The server's side of a connection has no event a client can await: poll stats.
+            while await open_connections():  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(drained(), WAIT)
