@@ -1,0 +1,111 @@
+"""Build queues: order, skip semantics and retry decisions."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentpool.model import RunPolicy, StepPhase
+from agentpool.steps.scheduling import (
+    PREVIOUS_STEP_FAILED,
+    Action,
+    BuildQueue,
+    Failure,
+    QueuedStep,
+    build_order,
+    should_retry,
+)
+
+T0 = "2026-01-01T00:00:00Z"
+T1 = "2026-01-01T00:00:01Z"
+
+
+def step(name: str, order: int = 0, created: str = T0, **kw: object) -> QueuedStep:
+    return QueuedStep("ci", name, "b", order, created, **kw)  # type: ignore[arg-type]
+
+
+def test_order_then_creation_time_then_name() -> None:
+    steps = [step("c", 1, T0), step("b", 0, T1), step("a", 0, T1), step("z", 0, T0)]
+
+    assert [s.name for s in build_order(steps)] == ["z", "a", "b", "c"]
+
+
+def test_next_is_first_in_order_and_stays_until_recorded() -> None:
+    queue = BuildQueue(("ci", "b"))
+    queue.add(step("late", 2))
+    queue.add(step("early", 1))
+
+    first = queue.next()
+    again = queue.next()
+    queue.record("early", StepPhase.SUCCEEDED)
+
+    assert first is not None and first.step.name == "early" and first.action is Action.RUN
+    assert again == first
+    assert queue.next().step.name == "late"  # type: ignore[union-attr]
+
+
+def test_failure_skips_later_steps_except_run_policy_always() -> None:
+    queue = BuildQueue(("ci", "b"))
+    queue.add(step("s1", 1))
+    queue.add(step("s2", 2))
+    queue.add(step("s3", 3, run_policy=RunPolicy.ALWAYS))
+    queue.record("s1", StepPhase.FAILED)
+
+    skipped = queue.skippable()
+    decision = queue.next()
+
+    assert [d.step.name for d in skipped] == ["s2"]
+    assert skipped[0].reason == PREVIOUS_STEP_FAILED
+    assert "s1" in skipped[0].message
+    assert decision is not None and decision.step.name == "s2" and decision.action is Action.SKIP
+
+
+def test_step_arriving_after_failure_is_skipped() -> None:
+    queue = BuildQueue(("ci", "b"))
+    queue.record("s1", StepPhase.FAILED)
+
+    queue.add(step("s9", 9))
+
+    assert queue.next().action is Action.SKIP  # type: ignore[union-attr]
+
+
+def test_first_failure_is_the_one_named() -> None:
+    queue = BuildQueue(("ci", "b"))
+    queue.record("s1", StepPhase.FAILED)
+    queue.record("s2", StepPhase.FAILED)
+    queue.add(step("s3"))
+
+    assert "step s1 " in queue.next().message  # type: ignore[union-attr]
+
+
+def test_skipped_and_cancelled_steps_do_not_fail_the_build() -> None:
+    queue = BuildQueue(("ci", "b"))
+    queue.record("s1", StepPhase.CANCELLED)
+    queue.record("s2", StepPhase.SKIPPED)
+    queue.add(step("s3"))
+
+    assert queue.next().action is Action.RUN  # type: ignore[union-attr]
+
+
+def test_step_of_another_build_is_refused() -> None:
+    queue = BuildQueue(("ci", "other"))
+
+    with pytest.raises(ValueError, match="belongs to build"):
+        queue.add(step("s1"))
+
+
+@pytest.mark.parametrize(
+    ("failure", "attempts", "retries", "expected"),
+    [
+        (Failure.AGENT_LOST, 1, 1, True),
+        (Failure.AGENT_LOST, 2, 1, False),
+        (Failure.SESSION_LOST, 1, 0, False),
+        (Failure.QUOTA_TIMEOUT, 3, 5, True),
+        (Failure.SCRIPT, 1, 10, False),
+        (Failure.TIMEOUT, 1, 10, False),
+        (Failure.CANCELLED, 1, 10, False),
+    ],
+)
+def test_only_infrastructure_failures_are_retried(
+    failure: Failure, attempts: int, retries: int, expected: bool
+) -> None:
+    assert should_retry(failure, attempts, retries) is expected
