@@ -50,19 +50,23 @@ BOOTSTRAP = 'p=;while IFS= read -r l;do [ "$l" = "#end" ]&&break;p="$p$l\n";done
 BOOTSTRAP_COMMAND: tuple[str, ...] = ("/bin/sh", "-c", BOOTSTRAP.replace("\\n", "\n"))
 
 # The keeper: started once per step, detached from the session. Arguments: state dir of the
-# step, timeout seconds (0: none), grace seconds, suffix of the staged payload files.
+# step, timeout seconds (0: none), grace seconds, staged payload (launcher then script),
+# launcher length, shell. Small files are written with one `echo` and read with `read -r`,
+# which fails until the whole line is there: no tmp + mv needed for them.
 _KEEPER = r"""
-d=$1; t=$2; g=$3; x=$4; SH=$5
+d=$1; t=$2; g=$3; f=$4; SH=$6
 trap 'w=1' HUP INT TERM
+mkdir "$d" 2>/dev/null
 set -C
-if ! echo $$ >"$d/started"; then rm -f "$d/launch.$x" "$d/script.$x"; exit 0; fi 2>/dev/null
+if ! echo $$ >"$d/started"; then rm -f "$f"; exit 0; fi 2>/dev/null
 set +C
-mv -f "$d/launch.$x" "$d/launch"; mv -f "$d/script.$x" "$d/script"
+mv -f "$f" "$d/launch"
+tail -c +$(($5 + 1)) "$d/launch" >"$d/script"
 p=; r=; tp=; kp=
 after() { ( trap 'kill $s 2>/dev/null; exit 0' TERM; sleep "$1" & s=$!; wait $s && eval "$2" ) & }
 stop() {
   [ -n "$r" ] && return 0
-  r=$1; echo "$r" >"$d/reason.t"; mv -f "$d/reason.t" "$d/reason"
+  r=$1
   kill -TERM "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null
   after "$g" 'kill -KILL "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null'; kp=$!
 }
@@ -74,7 +78,7 @@ else
   "$SH" "$d/launch" "$d" >"$d/out" 2>&1 </dev/null &
 fi
 p=$!
-echo "$p" >"$d/pid.t"; mv -f "$d/pid.t" "$d/pid"
+echo "$p" >"$d/pid"
 [ -e "$d/cancel" ] && stop cancelled
 [ "$t" -gt 0 ] && { after "$t" "kill -ALRM $$"; tp=$!; }
 # A trap interrupts `wait` (status >128) without consuming the step's status: wait again.
@@ -88,7 +92,7 @@ while :; do
 done
 [ -n "$tp" ] && kill "$tp" 2>/dev/null
 [ -n "$kp" ] && kill "$kp" 2>/dev/null
-echo "$rc ${r:-exit}" >"$d/rc.t"; mv -f "$d/rc.t" "$d/rc"
+echo "$rc ${r:-exit}" >"$d/rc"
 """
 
 # The driver: a reader (this shell, consuming stdin) and a pump (a background subshell, the
@@ -102,14 +106,14 @@ S=${AGENTPOOL_STATE_DIR:-${TMPDIR:-/tmp}/.agentpool}
 umask 077
 [ -d "$S" ] || mkdir -p "$S" || exit 4
 Q=$S/.session.$N
-mkdir "$Q" "$Q/q" "$Q/t" || exit 4
+mkdir "$Q" "$Q/q" || exit 4
 exec 3>&1 1>&2
 if command -v setsid >/dev/null 2>&1; then M=setsid; else M=shared; fi
 # Poll back-off of the pump when nothing happens; POSIX sleep only takes whole seconds.
 if sleep 0.001 2>/dev/null; then
-  Z0=0.002; Z1=0.25; ZS="0.002 0.004 0.008 0.016 0.032 0.064 0.128 0.25"
+  ZS="0.002 0.002 0.002 0.004 0.004 0.008 0.016 0.032 0.064 0.128 0.25"
 else
-  Z0=1; Z1=1; ZS=1
+  ZS=1
 fi
 K=$S/.keeper-@KEEPERID@
 if [ ! -s "$K" ]; then
@@ -120,13 +124,14 @@ AGENTPOOL_KEEPER
 fi
 pump() {
   trap 'w=1' USR1
-  w=0; A=; B=; z=$Z0
+  w=0; A=; B=; zi=0
   printf '%s H - @VERSION@ %s\n' "$N" "$M" >&3
   while :; do
-    y=
+    y=; R=
     for f in "$Q"/q/*; do
       [ -e "$f" ] || continue
-      read -r c a b <"$f"; rm -f "$f"; k=${f##*/}
+      read -r c a b <"$f" || break
+      R="$R $f"; k=${f##*/}
       case $c in
       W) A="$A $k"; eval "i_$k=\$a o_$k=\$b s_$k=0"; y=1;;
       U|C|E) printf '%s %s %s %s\n' "$N" "$c" "$a" "$b" >&3;;
@@ -134,22 +139,22 @@ pump() {
       Q) printf '%s B -\n' "$N" >&3; exit 0;;
       esac
     done
+    [ -n "$R" ] && rm -f $R
     L=
     for k in $A; do
       eval "i=\$i_$k o=\$o_$k s=\$s_$k"
       d=$S/$i
       if [ "$s" = 0 ]; then
-        if [ -s "$d/pid" ]; then
-          read -r p <"$d/pid"; printf '%s S %s %s\n' "$N" "$i" "$p" >&3; s=1; y=1
-        elif [ -s "$d/started" ] && [ ! -e "$d/rc" ]; then
-          read -r kp <"$d/started"
-          if ! kill -0 "$kp" 2>/dev/null && [ ! -e "$d/pid" ] && [ ! -e "$d/rc" ]; then
+        if read -r p 2>/dev/null <"$d/pid"; then
+          printf '%s S %s %s\n' "$N" "$i" "$p" >&3; s=1; y=1
+        elif read -r kp 2>/dev/null <"$d/started"; then
+          if ! kill -0 "$kp" 2>/dev/null && [ ! -s "$d/pid" ] && [ ! -s "$d/rc" ]; then
             printf '%s F %s -1 %s lost\n' "$N" "$i" "$o" >&3; y=1; continue
           fi
         fi
       fi
       if [ "$s" = 1 ]; then
-        e=; [ -e "$d/rc" ] && e=1
+        e=; read -r x r 2>/dev/null <"$d/rc" && e=1
         n=$(($(wc -c 2>/dev/null <"$d/out" || echo 0)))
         while [ "$o" -lt "$n" ]; do
           if [ $((o % 65536)) = 0 ]; then
@@ -165,11 +170,10 @@ pump() {
           o=$((o + m)); y=1
         done
         if [ -n "$e" ]; then
-          read -r x r <"$d/rc"
           printf '%s F %s %s %s %s\n' "$N" "$i" "$x" "$o" "$r" >&3; y=1; continue
         fi
         read -r kp <"$d/started"
-        if ! kill -0 "$kp" 2>/dev/null && [ ! -e "$d/rc" ]; then
+        if ! kill -0 "$kp" 2>/dev/null && [ ! -s "$d/rc" ]; then
           printf '%s F %s -1 %s lost\n' "$N" "$i" "$o" >&3; y=1; continue
         fi
       fi
@@ -177,11 +181,9 @@ pump() {
     done
     A=$L
     if [ -n "$B" ] && [ -z "$A" ]; then printf '%s B -\n' "$N" >&3; exit 0; fi
-    if [ -n "$y" ]; then z=$Z0; else
-      for v in $ZS; do case $v in "$z") z=;; *) [ -z "$z" ] && { z=$v; break; };; esac; done
-      [ -n "$z" ] || z=$Z1
-    fi
-    if [ "$w" = 0 ]; then sleep "$z" & sp=$!; wait "$sp"; kill "$sp" 2>/dev/null; fi
+    if [ -n "$y" ]; then zi=0; else zi=$((zi + 1)); fi
+    set -- $ZS; [ "$zi" -lt $# ] || zi=$(($# - 1)); shift "$zi"
+    if [ "$w" = 0 ]; then sleep "$1" & sp=$!; wait "$sp"; kill "$sp" 2>/dev/null; fi
     w=0
   done
 }
@@ -190,9 +192,7 @@ pump &
 P=$!
 trap - USR1
 n=1000000
-enq() {
-  n=$((n + 1)); echo "$*" >"$Q/t/$n"; mv -f "$Q/t/$n" "$Q/q/$n"; kill -USR1 "$P" 2>/dev/null
-}
+enq() { n=$((n + 1)); echo "$*" >"$Q/q/$n"; kill -USR1 "$P" 2>/dev/null; }
 readn() {
   : >"$2"; rg=0
   while [ "$rg" -lt "$1" ]; do
@@ -209,18 +209,17 @@ while IFS=' ' read -r c a b t g l s; do
   case $c in
   run)
     case $l$s in ''|*[!0-9]*) enq E - badmsg; E=1; break;; esac
-    if [ -z "$v" ]; then
-      readn "$l" "$Q/x" && readn "$s" "$Q/x" || { E=1; break; }
-      enq E - badid; continue
-    fi
-    [ -d "$d" ] || mkdir "$d" 2>/dev/null
-    readn "$l" "$d/launch.$N" && readn "$s" "$d/script.$N" || { E=1; break; }
-    if [ -e "$d/started" ]; then
-      rm -f "$d/launch.$N" "$d/script.$N"
-    elif [ "$M" = setsid ]; then
-      setsid "$SH" "$K" "$d" "$t" "$g" "$N" "$SH" </dev/null >/dev/null 2>&1 3>&- &
+    if [ -z "$v" ] || [ -e "$d/started" ]; then
+      readn "$s" "$Q/x" || { E=1; break; }
+      [ -n "$v" ] || { enq E - badid; continue; }
     else
-      "$SH" "$K" "$d" "$t" "$g" "$N" "$SH" </dev/null >/dev/null 2>&1 3>&- &
+      f=$S/.stage.$a.$$
+      readn "$s" "$f" || { E=1; break; }
+      if [ "$M" = setsid ]; then
+        setsid "$SH" "$K" "$d" "$t" "$g" "$f" "$l" "$SH" </dev/null >/dev/null 2>&1 3>&- &
+      else
+        "$SH" "$K" "$d" "$t" "$g" "$f" "$l" "$SH" </dev/null >/dev/null 2>&1 3>&- &
+      fi
     fi
     enq W "$a" "$b";;
   resume)
@@ -297,6 +296,8 @@ def build_launcher(request: StepRequest) -> bytes:
             raise StepRequestError(f"invalid env name {name!r}")
         lines.append(f"{name}={_quote(value)}; export {name}")
     lines.append(f'exec {_quote(request.shell or DEFAULT_SHELL)} "$1/script"')
+    # The script bytes follow the launcher in the same file; sh never parses past here.
+    lines.append("exit 127")
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -314,7 +315,7 @@ def build_run(request: StepRequest, offset: int = 0) -> bytes:
     timeout = max(0, int(request.timeout or 0))
     header = (
         f"run {request.step_id} {int(offset)} {timeout} {max(0, int(request.grace))} "
-        f"{len(launcher)} {len(request.script)}\n"
+        f"{len(launcher)} {len(launcher) + len(request.script)}\n"
     )
     return header.encode() + launcher + request.script
 

@@ -106,3 +106,15 @@ async def test_steps_submitted_concurrently_all_finish(open_session) -> None:
 
     assert all(r.exit_code == 0 for r in results)
     assert sorted(h.tail for h in handles) == sorted(f"{i}\n".encode() for i in range(10))
+
+
+async def test_missing_shell_fails_without_running_the_script_as_sh(
+    open_session, container
+) -> None:
+    session, _ = await open_session()
+    marker = container.root / "ran"
+
+    handle = await session.submit(step("noshell", f"touch {marker}\n", shell="/no/such/shell"))
+
+    assert (await handle.wait()).exit_code == 127
+    assert not marker.exists()

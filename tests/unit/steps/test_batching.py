@@ -114,9 +114,10 @@ def test_run_message_carries_launcher_and_script_by_length() -> None:
     header, rest = message.split(b"\n", 1)
     words = header.split()
     assert words[:5] == [b"run", b"uid-1", b"5", b"9", b"2"]
-    launcher_len, script_len = int(words[5]), int(words[6])
+    launcher_len, payload_len = int(words[5]), int(words[6])
     assert rest[:launcher_len] == batching.build_launcher(request)
-    assert rest[launcher_len:] == script and script_len == len(script)
+    assert rest[launcher_len:] == script
+    assert payload_len == len(rest)
 
 
 def test_launcher_quotes_values_and_execs_the_shell() -> None:
@@ -126,7 +127,7 @@ def test_launcher_quotes_values_and_execs_the_shell() -> None:
 
     assert "cd -- '/w d' ||" in launcher
     assert "V='a'\\''b $x\n`y`'; export V" in launcher
-    assert launcher.rstrip().endswith("""exec '/bin/bash' "$1/script\"""")
+    assert launcher.endswith("exec '/bin/bash' \"$1/script\"\nexit 127\n")
 
 
 @pytest.mark.parametrize(
