@@ -55,23 +55,26 @@ BOOTSTRAP_COMMAND: tuple[str, ...] = ("/bin/sh", "-c", BOOTSTRAP.replace("\\n", 
 # which fails until the whole line is there: no tmp + mv needed for them.
 _KEEPER = r"""
 d=$1; t=$2; g=$3; f=$4; SH=$6
+p=; r=; q=; tp=; kp=
+after() { ( trap 'kill $s 2>/dev/null; exit 0' TERM; sleep "$1" & s=$!; wait $s && eval "$2" ) & }
+stop() {
+  [ -n "$r" ] && return 0
+  # Before the step exists a request is only remembered; it is acted on right after launch.
+  [ -n "$p" ] || { q=$1; return 0; }
+  r=$1
+  kill -TERM "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null
+  after "$g" 'kill -KILL "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null'; kp=$!
+}
+# Traps first: the pid in `started` invites USR1, whose default action would end the keeper.
 trap 'w=1' HUP INT TERM
+trap 'w=1; stop cancelled' USR1
+trap 'w=1; stop timeout' ALRM
 mkdir "$d" 2>/dev/null
 set -C
 if ! echo $$ >"$d/started"; then rm -f "$f"; exit 0; fi 2>/dev/null
 set +C
 mv -f "$f" "$d/launch"
 tail -c +$(($5 + 1)) "$d/launch" >"$d/script"
-p=; r=; tp=; kp=
-after() { ( trap 'kill $s 2>/dev/null; exit 0' TERM; sleep "$1" & s=$!; wait $s && eval "$2" ) & }
-stop() {
-  [ -n "$r" ] && return 0
-  r=$1
-  kill -TERM "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null
-  after "$g" 'kill -KILL "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null'; kp=$!
-}
-trap 'w=1; stop cancelled' USR1
-trap 'w=1; stop timeout' ALRM
 if command -v setsid >/dev/null 2>&1; then
   setsid "$SH" "$d/launch" "$d" >"$d/out" 2>&1 </dev/null &
 else
@@ -79,6 +82,7 @@ else
 fi
 p=$!
 echo "$p" >"$d/pid"
+[ -n "$q" ] && stop "$q"
 [ -e "$d/cancel" ] && stop cancelled
 [ "$t" -gt 0 ] && { after "$t" "kill -ALRM $$"; tp=$!; }
 # A trap interrupts `wait` (status >128) without consuming the step's status: wait again.
@@ -225,11 +229,15 @@ while IFS=' ' read -r c a b t g l s; do
   resume)
     if [ -n "$v" ] && [ -e "$d/started" ]; then enq W "$a" "$b"; else enq U "$a"; fi;;
   cancel)
-    if [ -n "$v" ] && [ -s "$d/started" ] && [ ! -e "$d/rc" ]; then
-      : >"$d/cancel"; read -r kp <"$d/started"; kill -USR1 "$kp" 2>/dev/null; enq C "$a" 1
+    # The cancel file also stops a step whose keeper is still starting, or starts later.
+    if [ -z "$v" ]; then enq C - 0
+    elif [ -e "$d/rc" ]; then enq C "$a" 0
     else
-      enq C "${a:--}" 0
+      [ -d "$d" ] || mkdir "$d" 2>/dev/null; : >"$d/cancel"
+      read -r kp 2>/dev/null <"$d/started" && kill -USR1 "$kp" 2>/dev/null; enq C "$a" 1
     fi;;
+  forget)
+    [ -n "$v" ] && read -r x 2>/dev/null <"$d/rc" && rm -rf "$d";;
   bye) break;;
   quit) enq Q; wait "$P"; rm -rf "$Q"; exit 0;;
   *) enq E - badmsg;;
@@ -328,6 +336,12 @@ def build_resume(step_id: str, offset: int) -> bytes:
 def build_cancel(step_id: str) -> bytes:
     check_step_id(step_id)
     return f"cancel {step_id}\n".encode()
+
+
+def build_forget(step_id: str) -> bytes:
+    """Remove a finished step's files from the container (nothing happens while it runs)."""
+    check_step_id(step_id)
+    return f"forget {step_id}\n".encode()
 
 
 BYE = b"bye\n"

@@ -176,6 +176,9 @@ class Session:
     async def submit(self, request: StepRequest, *, offset: int = 0) -> StepHandle:
         """Run a step (idempotent: a step started before is only watched from `offset`)."""
         message = batching.build_run(request, offset)
+        current = self._handles.get(request.step_id)
+        if current is not None and not current.done():
+            return current
         handle = self._watch(request.step_id, offset)
         self.steps_submitted += 1
         await self._send(message)
@@ -191,6 +194,10 @@ class Session:
     async def cancel(self, step_id: str) -> None:
         """Ask the step's keeper to kill its process group; its handle finishes `cancelled`."""
         await self._send(batching.build_cancel(step_id))
+
+    async def forget(self, step_id: str) -> None:
+        """Delete a finished step's files in the container once its result is recorded."""
+        await self._send(batching.build_forget(step_id))
 
     async def close(self) -> None:
         """Let watched steps finish, then end the driver (it exits 0). Bound it with

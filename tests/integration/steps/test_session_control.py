@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from agentpool.steps.batching import StepRequest
+from agentpool.steps.session import StepNotStarted
 
 
 def step(step_id: str, script: str, **kwargs: object) -> StepRequest:
@@ -86,3 +89,37 @@ async def test_other_steps_go_on_while_one_is_cancelled(open_session) -> None:
 
     assert (await short.wait()).exit_code == 0
     assert (await long.wait()).reason == "cancelled"
+
+
+async def test_cancel_racing_the_start_still_cancels(open_session) -> None:
+    session, _ = await open_session()
+
+    handle = await session.submit(step("racy", "sleep 30"))
+    await session.cancel("racy")
+
+    assert (await handle.wait()).reason == "cancelled"
+
+
+async def test_cancel_before_run_stops_the_step_when_it_arrives(open_session) -> None:
+    session, _ = await open_session()
+
+    await session.cancel("early")
+    handle = await session.submit(step("early", "sleep 30"))
+
+    assert (await handle.wait()).reason == "cancelled"
+
+
+async def test_forget_removes_a_finished_step_only(open_session, container) -> None:
+    session, _ = await open_session()
+    done = await session.submit(step("done", "echo x"))
+    await done.wait()
+    running = await session.submit(step("running", "sleep 30"))
+    await running.started.wait()
+
+    await session.forget("done")
+    await session.forget("running")
+    probe = await session.resume("done", 0)
+
+    with pytest.raises(StepNotStarted):
+        await probe.wait()
+    assert (container.state_dir / "running" / "started").exists()
