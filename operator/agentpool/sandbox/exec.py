@@ -9,13 +9,14 @@ keeps running, its output drained and discarded, as a container runtime would le
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 from multidict import MultiMapping
 
 from agentpool.sandbox.containers import ContainerRuntime, ExecProcess, PodGone
@@ -24,8 +25,9 @@ from agentpool.sandbox.errors import ApiError
 V5 = "v5.channel.k8s.io"
 V4 = "v4.channel.k8s.io"
 V1 = "channel.k8s.io"
-# Preference order when a client offers several; kubectl and the Python client offer v5 first.
-SUPPORTED_PROTOCOLS = (V5, V4, V1)
+# The original protocol in text frames: an ASCII stream digit, then base64 data (browsers).
+BASE64 = "base64.channel.k8s.io"
+SUPPORTED_PROTOCOLS = (V5, V4, V1, BASE64)
 
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 _CHUNK = 64 * 1024
@@ -175,7 +177,10 @@ class ExecSession:
         if self.client_gone.is_set():
             return
         try:
-            await self.ws.send_bytes(bytes((channel,)) + data)
+            if self.protocol == BASE64:
+                await self.ws.send_str(str(channel) + base64.b64encode(data).decode("ascii"))
+            else:
+                await self.ws.send_bytes(bytes((channel,)) + data)
         except (ConnectionError, RuntimeError):
             self.client_gone.set()
 
@@ -198,13 +203,8 @@ class ExecSession:
         stdin = execution.stdin
         try:
             async for message in self.ws:
-                # Like a real API server, take text frames too: the official Python client
-                # sends stdin as text (chr(0) + data).
-                if message.type == WSMsgType.TEXT and message.data:
-                    data: bytes = message.data.encode()
-                elif message.type == WSMsgType.BINARY and message.data:
-                    data = message.data
-                else:
+                data = _frame(message, self.protocol)
+                if not data:
                     continue
                 channel = data[0]
                 if channel == STDIN and stdin is not None and not stdin.is_closing():
@@ -217,6 +217,23 @@ class ExecSession:
                     _resize(execution, data[1:])
         finally:
             execution.close_stdin()
+
+
+def _frame(message: WSMessage, protocol: str) -> bytes:
+    """A client frame as bytes with the stream id first, whatever the protocol's encoding."""
+    if protocol == BASE64 and message.type == WSMsgType.TEXT and message.data:
+        text: str = message.data
+        try:
+            return bytes((int(text[0]),)) + base64.b64decode(text[1:])
+        except ValueError:
+            return b""
+    if message.type == WSMsgType.BINARY and protocol != BASE64:
+        return bytes(message.data)
+    if message.type == WSMsgType.TEXT and protocol != BASE64:
+        # Like a real API server, take text frames too: the official Python client sends
+        # stdin as text (chr(0) + data).
+        return str(message.data).encode()
+    return b""
 
 
 def _resize(execution: ExecProcess, payload: bytes) -> None:
@@ -344,7 +361,7 @@ def _schedule_drop(
 
 
 async def _send_status(session: ExecSession, status: Mapping[str, Any]) -> None:
-    if session.protocol == V1:
+    if session.protocol in (V1, BASE64):
         # The original protocol carries only the error text, nothing on success.
         if status.get("status") == "Success":
             return

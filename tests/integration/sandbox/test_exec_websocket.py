@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -310,3 +311,47 @@ async def test_tty_gives_a_terminal_that_resizes(http: aiohttp.ClientSession) ->
     assert "is-a-tty\n30 100\ngot hello\n" in output
     assert 2 not in result.channels
     assert result.status["status"] == "Success"
+
+
+async def test_output_streams_before_the_command_ends(http: aiohttp.ClientSession) -> None:
+    params = exec_params("sh", "-c", "echo first; read x; echo second", stdin=True)
+
+    async with http.ws_connect(EXEC.format("agent"), params=params, protocols=(V5,)) as ws:
+        first = await asyncio.wait_for(ws.receive_bytes(), WAIT)
+        await ws.send_bytes(b"\x00go\n")
+        rest = [message.data async for message in ws]
+
+    assert first == b"\x01first\n"
+    assert rest[0] == b"\x01second\n"
+
+
+async def test_base64_protocol_uses_text_frames(http: aiohttp.ClientSession) -> None:
+    params = exec_params("sh", "-c", "head -c 5; exit 2", stdin=True)
+
+    async with http.ws_connect(
+        EXEC.format("agent"), params=params, protocols=("base64.channel.k8s.io",)
+    ) as ws:
+        await ws.send_str("0" + base64.b64encode(b"\xffdata").decode())
+        frames = [message.data async for message in ws]
+
+    assert ws.protocol == "base64.channel.k8s.io"
+    decoded = [(frame[0], base64.b64decode(frame[1:])) for frame in frames]
+    assert decoded[0] == ("1", b"\xffdata")
+    assert decoded[-1][0] == "3" and decoded[-1][1].endswith(b"exit code 2")
+
+
+async def test_original_protocol_reports_only_the_error_text(http: aiohttp.ClientSession) -> None:
+    protocol, result = await run_exec(http, "sh", "-c", "exit 4", protocols=("channel.k8s.io",))
+
+    assert protocol == "channel.k8s.io"
+    assert result.text(3).endswith("exit code 4")
+
+
+async def test_stdin_may_arrive_in_text_frames(http: aiohttp.ClientSession) -> None:
+    params = exec_params("head", "-n", "1", stdin=True)
+
+    async with http.ws_connect(EXEC.format("agent"), params=params, protocols=(V5,)) as ws:
+        await ws.send_str("\x00typed line\n")
+        frames = [message.data async for message in ws]
+
+    assert frames[0] == b"\x01typed line\n"
