@@ -49,7 +49,7 @@ def _entry(rtype: ResourceType) -> Obj:
         "singularName": rtype.singular,
         "namespaced": rtype.namespaced,
         "kind": rtype.kind,
-        "verbs": list(ALL_VERBS),
+        "verbs": ["create"] if rtype.review else list(ALL_VERBS),
     }
     if rtype.short_names:
         entry["shortNames"] = list(rtype.short_names)

@@ -27,6 +27,8 @@ class ResourceType:
     # Extra fields usable in fieldSelector besides metadata.name/namespace.
     selectable_fields: tuple[str, ...] = ()
     printer_columns: tuple[dict[str, Any], ...] = field(default=(), compare=False)
+    # Create-only review resources (access and identity checks) that are answered, not stored.
+    review: bool = False
 
     @property
     def key(self) -> str:
@@ -226,6 +228,24 @@ BUILTINS: tuple[ResourceType, ...] = (
     ),
 )
 
+REVIEWS: tuple[ResourceType, ...] = tuple(
+    ResourceType(
+        group=group,
+        version="v1",
+        plural=kind.lower() + "s",
+        singular=kind.lower(),
+        kind=kind,
+        namespaced=False,
+        generation=False,
+        review=True,
+    )
+    for group, kind in (
+        ("authorization.k8s.io", "SelfSubjectAccessReview"),
+        ("authorization.k8s.io", "SelfSubjectRulesReview"),
+        ("authentication.k8s.io", "SelfSubjectReview"),
+    )
+)
+
 CRD_KEY = "customresourcedefinitions.apiextensions.k8s.io"
 NAMESPACES_KEY = "namespaces"
 
@@ -268,7 +288,7 @@ class Registry:
     def __init__(self) -> None:
         self._by_gvr: dict[tuple[str, str, str], ResourceType] = {}
         self._by_key: dict[str, list[ResourceType]] = {}
-        for rtype in BUILTINS:
+        for rtype in (*BUILTINS, *REVIEWS):
             self._add(rtype)
 
     def _add(self, rtype: ResourceType) -> None:

@@ -181,3 +181,10 @@ async def test_unknown_field_is_rejected_with_strict_field_validation(kubeconfig
     )
     code, output = await kubectl(kubeconfig, "apply", "-f", "-", stdin=manifest)
     assert code != 0 and 'unknown field "spec.scirpt"' in output
+
+
+async def test_auth_can_i_and_whoami_answer_for_the_sandbox_user(kubeconfig: Path) -> None:
+    code, output = await kubectl(kubeconfig, "auth", "can-i", "create", "pods")
+    who_code, who = await kubectl(kubeconfig, "auth", "whoami")
+    assert (code, output.strip()) == (0, "yes")
+    assert who_code == 0 and "sandbox" in who
