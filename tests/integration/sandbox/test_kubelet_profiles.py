@@ -349,3 +349,12 @@ async def test_abandoned_log_follow_ends_on_the_server(sandbox: Sandbox) -> None
                 await asyncio.sleep(0.02)
 
         await asyncio.wait_for(drained(), WAIT)
+
+
+async def test_a_bad_profiles_file_stops_the_sandbox_with_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("profiles: {broken: {steps: [{phase: Runing, containers: {state: none}}]}}")
+
+    with pytest.raises(profiles.ProfileError, match=r"profiles.broken.steps\[0\].phase"):
+        async with Sandbox(state_dir=tmp_path / "state", profiles_file=bad):
+            pass
