@@ -428,8 +428,8 @@ class Store:
             # No-op writes neither bump the resourceVersion nor notify watchers.
             return new
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
-            self._commit(rtype, "MODIFIED", new, old)
-            return self._remove(rtype, new)
+            # Removing the last finalizer deletes: watchers see DELETED with the final state.
+            return self._remove(rtype, new, old)
         self._commit(rtype, "MODIFIED", new, old)
         if rtype.key == CRD_KEY:
             self._schemas.forget(meta["name"])
@@ -603,9 +603,9 @@ class Store:
             self._enqueue_gc("crd", rtype.key, "", name)
         return new
 
-    def _remove(self, rtype: ResourceType, obj: Obj) -> Obj:
+    def _remove(self, rtype: ResourceType, obj: Obj, previous: Obj | None = None) -> Obj:
         gone: Obj = patching.clone(obj)
-        self._commit(rtype, "DELETED", gone, obj)
+        self._commit(rtype, "DELETED", gone, previous or obj)
         meta = gone["metadata"]
         namespace = meta.get("namespace", "")
         if self._dependents.get(meta["uid"]):
@@ -689,6 +689,10 @@ class Store:
         if obj is None or not obj["metadata"].get("deletionTimestamp"):
             return
         meta = obj["metadata"]
+        if finalizer in (FOREGROUND, CRD_FINALIZER) and finalizer not in (
+            meta.get("finalizers") or ()
+        ):
+            return
         if finalizer == FOREGROUND:
             waiting = bool(self._dependents.get(meta["uid"]))
             if waiting:
