@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -203,3 +205,43 @@ async def test_delete_with_finalizer_sets_deletion_timestamp(http: aiohttp.Clien
 async def test_unknown_resource_is_404(http: aiohttp.ClientSession) -> None:
     status, body = await call(http, "GET", "/apis/nope.dev/v1/things")
     assert (status, body["reason"]) == (404, "NotFound")
+
+
+async def test_owner_deletion_collects_dependents_asynchronously(
+    http: aiohttp.ClientSession,
+) -> None:
+    _, owner = await call(http, "POST", POOLS, json=pool("owner"))
+    ref = {
+        "apiVersion": "agentpool.dev/v1alpha1",
+        "kind": "AgentPool",
+        "name": "owner",
+        "uid": owner["metadata"]["uid"],
+    }
+    config = {"metadata": {"name": "dependent", "ownerReferences": [ref]}}
+    _, dependent = await call(http, "POST", "/api/v1/namespaces/default/configmaps", json=config)
+    await call(http, "DELETE", f"{POOLS}/owner", json={"propagationPolicy": "Background"})
+    params = {
+        "watch": "1",
+        "resourceVersion": dependent["metadata"]["resourceVersion"],
+        "fieldSelector": "metadata.name=dependent",
+    }
+    async with asyncio.timeout(10):
+        async with http.get("/api/v1/namespaces/default/configmaps", params=params) as response:
+            event = json.loads(await response.content.readline())
+    assert event["type"] == "DELETED"
+
+
+async def test_dry_run_create_stores_nothing(http: aiohttp.ClientSession) -> None:
+    status, body = await call(http, "POST", f"{POOLS}?dryRun=All", json=pool("a"))
+    missing, _ = await call(http, "GET", f"{POOLS}/a")
+    assert (status, body["spec"]["maxAgents"], missing) == (201, 10, 404)
+
+
+async def test_delete_collection_by_label(http: aiohttp.ClientSession) -> None:
+    for name, team in (("a", "x"), ("b", "y")):
+        obj = pool(name)
+        obj["metadata"]["labels"] = {"team": team}
+        await call(http, "POST", POOLS, json=obj)
+    await call(http, "DELETE", POOLS, params={"labelSelector": "team=x"})
+    _, listed = await call(http, "GET", POOLS)
+    assert [o["metadata"]["name"] for o in listed["items"]] == ["b"]
