@@ -17,7 +17,11 @@ from aiohttp import web
 from agentpool.sandbox import discovery, errors, patching, protobuf, tables
 from agentpool.sandbox.errors import ApiError
 from agentpool.sandbox.resources import ResourceType
-from agentpool.sandbox.selectors import parse_field_selector, parse_label_selector
+from agentpool.sandbox.selectors import (
+    FieldRequirement,
+    parse_field_selector,
+    parse_label_selector,
+)
 from agentpool.sandbox.store import Store
 from agentpool.sandbox.watch import Event, Subscription
 
@@ -60,6 +64,8 @@ class Target:
     namespace: str | None
     name: str | None
     subresource: str | None
+    # The deprecated `/watch/` path prefix, still accepted by Kubernetes.
+    watch: bool = False
 
 
 def _accepts(request: web.Request, marker: str) -> bool:
@@ -167,6 +173,9 @@ class ApiServer:
                     )
                 return found
         version, rest = rest[0], rest[1:]
+        watch = bool(rest) and rest[0] == "watch"
+        if watch:
+            rest = rest[1:]
         if not rest:
             document = discovery.api_resource_list(registry, group, version)
             if document is None:
@@ -186,7 +195,7 @@ class ApiServer:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         name = rest[1] if len(rest) > 1 else None
         subresource = rest[2] if len(rest) > 2 else None
-        return Target(rtype, namespace, name, subresource)
+        return Target(rtype, namespace, name, subresource, watch)
 
     async def resource(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -200,6 +209,12 @@ class ApiServer:
             return error_response(exc)
         except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
             return error_response(errors.bad_request(f"error decoding the request body: {exc}"))
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception as exc:
+            # Clients expect a Status body even when the sandbox itself is at fault.
+            log.exception("sandbox API request failed: %s %s", request.method, request.path)
+            return error_response(ApiError(500, "InternalError", f"sandbox error: {exc!r}"))
 
     async def _dispatch(self, request: web.Request, target: Target) -> web.StreamResponse:
         method, query = request.method, request.query
@@ -207,6 +222,8 @@ class ApiServer:
             target.subresource == "status" and not target.rtype.status_subresource
         ):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if target.subresource == "status" and method not in ("GET", "PUT", "PATCH"):
+            raise errors.method_not_allowed()
         if target.rtype.review and (method, target.name) != ("POST", None):
             raise errors.method_not_allowed()
         dry_run = query.get("dryRun") == "All"
@@ -219,6 +236,8 @@ class ApiServer:
             ("DELETE", True): lambda: self._delete(request, target, dry_run),
             ("DELETE", False): lambda: self._delete_collection(request, target),
         }
+        if target.watch and method == "GET":
+            return await self._list_or_watch(request, target)
         handler = handlers.get((method, target.name is not None))
         if handler is None:
             raise errors.method_not_allowed()
@@ -253,7 +272,9 @@ class ApiServer:
     async def _list_or_watch(self, request: web.Request, target: Target) -> web.StreamResponse:
         rtype = target.rtype
         labels, fields = self._selectors(request, rtype)
-        if request.query.get("watch") in _TRUE:
+        if target.name is not None:
+            fields = [*fields, FieldRequirement(("metadata", "name"), target.name, False)]
+        if target.watch or request.query.get("watch") in _TRUE:
             return await self._watch(request, target, labels, fields)
         items, rv = self.store.select(rtype.key, target.namespace, labels, fields)
         items = [_with_version(rtype, o) for o in items]

@@ -136,3 +136,12 @@ async def test_watch_as_table_sends_table_rows(http: aiohttp.ClientSession) -> N
             event = json.loads(await response.content.readline())
     assert event["object"]["kind"] == "Table"
     assert event["object"]["rows"][0]["cells"][0] == "a"
+
+
+async def test_legacy_watch_path_watches_one_object(http: aiohttp.ClientSession) -> None:
+    await create(http, "a")
+    await create(http, "b")
+    async with asyncio.timeout(DEADLINE):
+        async with http.get("/api/v1/watch/namespaces/default/configmaps/b") as response:
+            event = json.loads(await response.content.readline())
+    assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "b")
