@@ -50,6 +50,7 @@ class Config:
     image_pull_grace: float = 60.0
     agent_state_dir: str = "/tmp/.agentpool"
     kubeconfig: str | None = None
+    verbose: bool = False
 
     def __post_init__(self) -> None:
         for port_field in ("metrics_port", "liveness_port"):
@@ -148,6 +149,8 @@ class Setting:
     name: str
     parse: Callable[[str, str], Any]
     meaning: str
+    # kopf's spelling where kopf has the option (and the Helm chart renders it); else the name.
+    flag_name: str | None = None
 
     @property
     def env_var(self) -> str:
@@ -155,7 +158,7 @@ class Setting:
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return self.flag_name or "--" + self.name.replace("_", "-")
 
     @property
     def default(self) -> Any:
@@ -187,7 +190,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "namespaces",
         _parse_namespaces,
-        "Comma-separated namespaces to watch; empty watches all namespaces (cluster-wide RBAC).",
+        "Namespaces to watch: comma-separated in the variable, the flag repeated; none (or "
+        "`--all-namespaces`) watches every namespace, which needs cluster-wide RBAC.",
+        "--namespace",
     ),
     Setting("metrics_port", _parse_int, "Port of the Prometheus /metrics endpoint."),
     Setting("liveness_port", _parse_int, "Port of the /healthz liveness endpoint."),
@@ -200,6 +205,7 @@ SETTINGS: tuple[Setting, ...] = (
         "peering_name",
         _parse_str,
         "Peering object through which replicas elect the one that works (when not standalone).",
+        "--peering",
     ),
     Setting(
         "finalizer",
@@ -233,6 +239,7 @@ SETTINGS: tuple[Setting, ...] = (
         _parse_bool,
         "Run successive steps of a build through one exec session; false opens one session per "
         "step (as the Jenkins plugin does; for comparisons).",
+        "--batching/--no-batching",
     ),
     Setting(
         "build_grace",
@@ -258,6 +265,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Path of a kubeconfig file; none uses the in-cluster service account, or else the "
         "default kubeconfig.",
     ),
+    Setting("verbose", _parse_bool, "Log debug messages too."),
 )
 
 

@@ -24,6 +24,7 @@ def test_defaults_without_environment() -> None:
     assert config.batching is True
     assert config.agent_state_dir == "/tmp/.agentpool"
     assert config.kubeconfig is None
+    assert config.verbose is False
 
 
 def test_reads_every_variable() -> None:
@@ -44,6 +45,7 @@ def test_reads_every_variable() -> None:
         "AGENTPOOL_IMAGE_PULL_GRACE": "10",
         "AGENTPOOL_AGENT_STATE_DIR": "/var/agentpool",
         "AGENTPOOL_KUBECONFIG": "/home/me/.kube/config",
+        "AGENTPOOL_VERBOSE": "1",
     }
 
     config = Config.from_env(environ)
@@ -65,6 +67,7 @@ def test_reads_every_variable() -> None:
         image_pull_grace=10.0,
         agent_state_dir="/var/agentpool",
         kubeconfig="/home/me/.kube/config",
+        verbose=True,
     )
 
 
@@ -118,7 +121,7 @@ def test_settings_table_lists_every_setting() -> None:
 
     assert table.startswith("| Environment variable | Flag | Default | Meaning |")
     assert "| `AGENTPOOL_METRICS_PORT` | `--metrics-port` | `9090` |" in table
-    assert "| `AGENTPOOL_NAMESPACES` | `--namespaces` | `(all)` |" in table
+    assert "| `AGENTPOOL_NAMESPACES` | `--namespace` | `(all)` |" in table
     assert len(table.strip().splitlines()) == 2 + len(SETTINGS)
 
 
