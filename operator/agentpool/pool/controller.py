@@ -1,0 +1,931 @@
+"""The AgentPool controller: one level-based reconcile loop per pool.
+
+Each `PoolController` rebuilds its view of agents from pods (label selector plus
+`manifest.is_agent_of`, so after a restart it neither duplicates nor orphans agents),
+classifies them with `readiness.classify`, asks `scaling.plan` what to do, and carries
+the plan out through the pool's `ApiQuota`. It is woken by watch events, by its own
+finished API calls and by the next moment a timed rule can fire; it never polls.
+
+Builds lease started agents with `PoolManager.acquire` / `release`. A leased agent is
+busy: the plan never deletes it, and its lease's `lost` event fires when it dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from agentpool.kube import client as kube
+from agentpool.kube.events import NORMAL, WARNING, EventRecorder, ObjectRef
+from agentpool.kube.quota import ApiQuota, QuotaRegistry, QuotaTimeout
+from agentpool.metrics import METRICS, Catalogue
+from agentpool.model import (
+    AgentPoolSpec,
+    ApiConnectionsStatus,
+    Condition,
+    SpecError,
+    StepCounts,
+    merge_condition,
+)
+from agentpool.pool import manifest, readiness, scaling
+from agentpool.pool.agents import AgentRecord, PodView
+from agentpool.pool.lease import AgentLease, LeaseTimeout, PoolGone
+from agentpool.pool.readiness import AgentState
+
+__all__ = ["ControllerSettings", "PoolController", "PoolManager", "StepCounter"]
+
+_log = logging.getLogger(__name__)
+
+StepCounter = Callable[[str], StepCounts]
+
+# Deletions that make room for a fresh agent are replacements; the others shrink the pool.
+_REPLACING = frozenset(
+    {
+        scaling.DeletionReason.FAILED,
+        scaling.DeletionReason.LOST_CLEANUP,
+        scaling.DeletionReason.TEMPLATE_CHANGED,
+    }
+)
+_AGENT_STATES = ("starting", "idle", "busy", "failed")
+# Used while a spec cannot be parsed: the status must still be written through a quota.
+_FALLBACK_LIMIT = 32
+_FALLBACK_QUEUE_TIMEOUT = 30.0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _earliest(*moments: datetime | None) -> datetime | None:
+    present = [m for m in moments if m is not None]
+    return min(present) if present else None
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    """Operator-wide knobs of pool controllers (seconds)."""
+
+    image_pull_grace: float = 60.0
+    # At most one status write per pool per interval: many pod events, few writes.
+    status_interval: float = 0.25
+    # A launch counts as a success once the agent stayed ready this long.
+    stable_after: float = 10.0
+    # Launch failures in a row before creations are held, and the hold's growth.
+    backoff_after: int = 3
+    backoff_base: float = 5.0
+    backoff_max: float = 300.0
+    # A full re-list catches pods whose deletion the watch missed.
+    resync_interval: float = 300.0
+    # Re-check a pool whose API connections are in use, so its status does not go stale.
+    connections_refresh: float = 1.0
+
+
+@dataclass(eq=False)
+class _Waiter:
+    build_key: str
+    since: datetime
+    future: asyncio.Future[AgentLease]
+
+
+class _StatusWriter:
+    """Writes the latest status of one pool, coalesced, only when it changed."""
+
+    def __init__(self, controller: PoolController, interval: float) -> None:
+        self._controller = controller
+        self._interval = interval
+        self._pending: dict[str, Any] | None = None
+        self.written: dict[str, Any] | None = None
+        self.writing = False
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def submit(self, status: dict[str, Any]) -> None:
+        if status == self.written and self._pending is None:
+            return
+        self._pending = status
+        self._changed.set()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"status:{self._controller.key}"
+            )
+
+    @property
+    def latest(self) -> dict[str, Any] | None:
+        return self._pending if self._pending is not None else self.written
+
+    async def _run(self) -> None:
+        c = self._controller
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            status, self._pending = self._pending, None
+            if status is None or status == self.written:
+                continue
+            try:
+                self.writing = True
+                async with c.quota.slot("patch", c.status_target):
+                    await kube.patch_status(c.api, kube.AGENTPOOLS, c.namespace, c.name, status)
+                self.written = status
+            except asyncio.CancelledError:
+                raise
+            except ApiException as error:
+                if error.status == 404:
+                    return  # the pool is gone; its controller stops on the DELETED event
+                _log.warning("status of pool %s not written: %s", c.key, error.reason)
+                self._retry(status)
+            except Exception as error:
+                _log.warning("status of pool %s not written: %s", c.key, error)
+                self._retry(status)
+            finally:
+                self.writing = False
+            # Coalescing: whatever arrives meanwhile goes out in one write.
+            await asyncio.sleep(self._interval)
+
+    def _retry(self, status: dict[str, Any]) -> None:
+        if self._pending is None:
+            self._pending = status
+        self._changed.set()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class PoolController:
+    """Keeps one AgentPool's agents as its spec asks (see the module docstring)."""
+
+    def __init__(
+        self,
+        key: str,
+        body: Mapping[str, Any],
+        *,
+        api: ApiClient,
+        quotas: QuotaRegistry,
+        events: EventRecorder,
+        settings: ControllerSettings,
+        metrics: Catalogue = METRICS,
+        step_counts: Callable[[], StepCounts] | None = None,
+        problems: Callable[[], list[tuple[str, str]]] | None = None,
+    ) -> None:
+        self.key = key
+        self.namespace, self.name = key.split("/", 1)
+        self.api = api
+        self._quotas = quotas
+        self._events = events
+        self._settings = settings
+        self._metrics = metrics
+        self._step_counts = step_counts or StepCounts
+        self._problems = problems or list
+        self.status_target = f"agentpools/{self.namespace}/{self.name}/status"
+
+        self.body: dict[str, Any] = {}
+        self.uid = ""
+        self.spec: AgentPoolSpec | None = None
+        self.spec_error: SpecError | None = None
+        self.template_hash = ""
+        self.generation: int | None = None
+        self.quota: ApiQuota = quotas.ensure(key, _FALLBACK_LIMIT, _FALLBACK_QUEUE_TIMEOUT)
+        self._invalid_reported: int | None = -1
+
+        self.view = PodView()
+        self.records: dict[str, AgentRecord] = {}
+        self._waiters: collections.deque[_Waiter] = collections.deque()
+        self.pending_creations = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._synced_at: datetime | None = None
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopped = False
+
+        self.failure_streak = 0
+        self._last_failure = ""
+        self.hold_until: datetime | None = None
+        self._writer = _StatusWriter(self, settings.status_interval)
+        self.update(body)
+
+    # --- inputs --------------------------------------------------------------------------
+
+    def update(self, body: Mapping[str, Any]) -> None:
+        """A new version of the AgentPool: parse its spec and follow it live."""
+        self.body = dict(body)
+        meta = self.body.get("metadata") or {}
+        self.uid = str(meta.get("uid", ""))
+        generation = meta.get("generation")
+        self.generation = generation if isinstance(generation, int) else None
+        raw_spec = self.body.get("spec") or {}
+        try:
+            spec = AgentPoolSpec.from_body(raw_spec)
+        except SpecError as error:
+            self.spec, self.spec_error = None, error
+        else:
+            self.spec, self.spec_error = spec, None
+            self.template_hash = manifest.template_hash(raw_spec["template"])
+            self.quota = self._quotas.ensure(
+                self.key, spec.api_connections.max, spec.api_connections.queue_timeout
+            )
+        self.wake()
+
+    def observe_pod(self, event_type: str | None, pod: Mapping[str, Any]) -> None:
+        """A pod from the watch; only this pool's agents are kept."""
+        if not manifest.is_agent_of(pod, self.body):
+            return
+        name = str((pod.get("metadata") or {}).get("name", ""))
+        changed = (
+            self.view.forget(name, _now(), pod)
+            if event_type == "DELETED"
+            else self.view.observe(pod, _now())
+        )
+        if changed:
+            self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._loop_task is None:
+            self._loop_task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"pool:{self.key}"
+            )
+
+    async def stop(self, why: str = "was deleted") -> None:
+        """The pool is gone (or the operator stops): end the loop, fail waiting builds."""
+        self._stopped = True
+        for waiter in self._waiters:
+            if not waiter.future.done():
+                waiter.future.set_exception(PoolGone(f"pool {self.key} {why}"))
+        self._waiters.clear()
+        for record in self.records.values():
+            if record.lease is not None:
+                record.lease.mark_lost(f"pool {self.key} {why}")
+        tasks = [t for t in (self._loop_task, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._writer.close()
+
+    async def _run(self) -> None:
+        errors = 0
+        while not self._stopped:
+            self._wake.clear()
+            try:
+                next_at = await self._reconcile()
+                errors = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                errors += 1
+                _log.exception("reconciling pool %s failed (attempt %d)", self.key, errors)
+                next_at = _now() + timedelta(seconds=min(30.0, 0.5 * 2**errors))
+            timeout = None if next_at is None else (next_at - _now()).total_seconds()
+            if timeout is not None and timeout <= 0:
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+
+    # --- leasing -------------------------------------------------------------------------
+
+    async def acquire(self, build_key: str, *, timeout: float) -> AgentLease:  # noqa: ASYNC109
+        """Wait (FIFO) for a started idle agent and lease it to `build_key`."""
+        waiter = _Waiter(build_key, _now(), asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
+        self.wake()
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(waiter.future)
+        except TimeoutError:
+            if waiter.future.done() and not waiter.future.cancelled():
+                return waiter.future.result()  # granted in the same instant
+            waiter.future.cancel()
+            self._drop_waiter(waiter)
+            raise LeaseTimeout(self._lease_timeout_message(build_key, timeout)) from None
+        except asyncio.CancelledError:
+            if waiter.future.done() and not waiter.future.cancelled():
+                if waiter.future.exception() is None:
+                    self.release(waiter.future.result())
+            else:
+                waiter.future.cancel()
+            self._drop_waiter(waiter)
+            raise
+
+    def release(self, lease: AgentLease, *, delete: bool = False) -> None:
+        """The build is done with its agent; ephemeral pools (or `delete`) remove it."""
+        if lease.released:
+            return
+        lease.released = True
+        record = self.records.get(lease.pod_name)
+        if record is None or record.lease is not lease:
+            return
+        now = _now()
+        record.lease = None
+        record.builds_run += 1
+        record.idle_since = now
+        record.proven = True
+        ephemeral = self.spec is not None and self.spec.ephemeral
+        if (delete or ephemeral) and record.deleting is None:
+            reason = scaling.DeletionReason.EPHEMERAL
+            why = "ephemeral agent finished its build" if ephemeral else "released for deletion"
+            self._start_deletion(record, scaling.Deletion(record.name, reason, why))
+        self.wake()
+
+    def waiting_builds(self) -> int:
+        return sum(1 for w in self._waiters if not w.future.done())
+
+    def _drop_waiter(self, waiter: _Waiter) -> None:
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)
+        self.wake()
+
+    def _lease_timeout_message(self, build_key: str, timeout: float) -> str:
+        counts = scaling.count_agents(self._agents(_now()))
+        text = (
+            f"no agent of pool {self.key} became free for build {build_key} within "
+            f"{timeout:g}s: {counts.idle} idle, {counts.busy} busy, {counts.starting} starting"
+        )
+        if self.spec is not None:
+            text += f", maxAgents {self.spec.max_agents}"
+        if self.spec_error is not None:
+            text += f"; the pool's spec is invalid: {self.spec_error}"
+        elif self.failure_streak:
+            text += f"; agent launches are failing: {self._last_failure}"
+        return text
+
+    def _assign(self) -> None:
+        spec = self.spec
+        if spec is None:
+            return
+        while self._waiters:
+            waiter = self._waiters[0]
+            if waiter.future.done():
+                self._waiters.popleft()
+                continue
+            free = [
+                r
+                for r in self.records.values()
+                if r.status is not None
+                and r.status.state is AgentState.READY
+                and r.lease is None
+                and r.deleting is None
+                and r.name in self.view
+                and not (spec.ephemeral and r.builds_run > 0)
+            ]
+            if not free:
+                return
+            record = min(free, key=lambda r: (self._hash_of(r.name) != self.template_hash, r.name))
+            lease = AgentLease(
+                pool_key=self.key,
+                build_key=waiter.build_key,
+                namespace=self.namespace,
+                pod_name=record.name,
+                container=spec.agent_container,
+                spec=spec,
+                quota=self.quota,
+            )
+            record.lease = lease
+            waiter.future.set_result(lease)
+            self._waiters.popleft()
+
+    # --- the reconcile pass --------------------------------------------------------------
+
+    async def _reconcile(self) -> datetime | None:
+        now = _now()
+        if self.spec is None:
+            self._report_invalid(now)
+            return None
+        if self._synced_at is None or now - self._synced_at >= timedelta(
+            seconds=self._settings.resync_interval
+        ):
+            await self._sync()
+            now = _now()
+        self._classify(now)
+        self._assign()
+        agents = self._agents(now)
+        plan = scaling.plan(self._snapshot(agents), now)
+        for deletion in plan.deletions:
+            self._start_deletion(self.records[deletion.name], deletion)
+        for _ in range(plan.create):
+            self._start_creation(plan.create_reason)
+        agents = self._agents(now)
+        api_status = self._api_connections()
+        self._publish(agents, api_status, now)
+        return self._next_wake(plan, api_status, now)
+
+    async def _sync(self) -> None:
+        """List the pool's pods: the view after a start, a restart, or a missed deletion."""
+        started = _now()
+        selector = manifest.agent_selector(self.name)
+        async with self.quota.slot("list", f"pods/{self.namespace}?{selector}"):
+            pods = await kube.list_pods(self.api, self.namespace, selector)
+        listed = set()
+        for pod in pods:
+            if manifest.is_agent_of(pod, self.body):
+                listed.add(pod["metadata"]["name"])
+                self.view.observe(pod, started)
+        for name in self.view.names():
+            record = self.records.get(name)
+            # A pod seen only after the list began may simply be newer than the list.
+            if name not in listed and (record is None or record.first_seen < started):
+                self.view.forget(name, started)
+        self._synced_at = started
+
+    def _classify(self, now: datetime) -> None:
+        spec = self.spec
+        assert spec is not None
+        for pod in self.view:
+            name = pod["metadata"]["name"]
+            record = self.records.get(name)
+            if record is None:
+                record = self.records[name] = AgentRecord(name=name, first_seen=now)
+            status = readiness.classify(
+                pod,
+                tolerate_virtual_kubelet_pending=spec.readiness.tolerate_virtual_kubelet_pending,
+                agent_container=spec.agent_container,
+                startup_timeout=spec.startup_timeout,
+                image_pull_grace=self._settings.image_pull_grace,
+                now=now,
+            )
+            record.status = status
+            self._transition(record, pod, status, now)
+        for name in [n for n in self.records if n not in self.view]:
+            self._vanished(self.records.pop(name))
+
+    def _transition(
+        self,
+        record: AgentRecord,
+        pod: Mapping[str, Any],
+        status: readiness.AgentStatus,
+        now: datetime,
+    ) -> None:
+        if status.state is AgentState.READY:
+            if record.ready_at is None:
+                record.ready_at = now
+                if record.idle_since is None:
+                    record.idle_since = now
+                self._launched(record, pod, status, now)
+            elif not record.proven and now - record.ready_at >= timedelta(
+                seconds=self._settings.stable_after
+            ):
+                record.proven = True
+            if record.proven:
+                self.failure_streak = 0
+                self.hold_until = None
+            return
+        if status.state in (AgentState.FAILED, AgentState.LOST) and record.lease is not None:
+            record.lease.mark_lost(f"{status.reason}: {status.message}")
+        if status.state is AgentState.FAILED and not record.failure_reported:
+            record.failure_reported = True
+            if record.deleting is not None:
+                return  # we are removing it anyway; its end is no failure
+            if record.ready_at is None:
+                self._metrics.agent_launches.labels(pool=self.key, result="failed").inc()
+            if record.builds_run == 0 and record.lease is None:
+                self._launch_failed(record.name, status.reason, status.message, now)
+            self._event(
+                WARNING,
+                "AgentFailed",
+                f"agent pod {record.name} failed: {status.reason}: {status.message}",
+            )
+
+    def _launched(
+        self,
+        record: AgentRecord,
+        pod: Mapping[str, Any],
+        status: readiness.AgentStatus,
+        now: datetime,
+    ) -> None:
+        created = _parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
+        seconds = max(0.0, (now - (created or record.first_seen)).total_seconds())
+        self._metrics.agent_launches.labels(pool=self.key, result="ready").inc()
+        self._metrics.agent_startup_seconds.labels(pool=self.key).observe(seconds)
+        detail = ""
+        if status.virtual_kubelet_pending:
+            self._metrics.agent_virtual_kubelet_pending.labels(pool=self.key).inc()
+            detail = " while the pod phase was still Pending (virtual kubelet)"
+        self._event(NORMAL, "AgentReady", f"agent pod {record.name} started{detail}")
+
+    def _vanished(self, record: AgentRecord) -> None:
+        if record.lease is not None:
+            record.lease.mark_lost("PodVanished: the agent pod no longer exists")
+        if record.deleting is not None:
+            return
+        if record.ready_at is None and not record.failure_reported:
+            self._metrics.agent_launches.labels(pool=self.key, result="lost").inc()
+        self._event(
+            NORMAL,
+            "AgentReplaced",
+            f"agent pod {record.name} was deleted from outside the operator; "
+            "a replacement is created if the pool needs one",
+        )
+
+    def _launch_failed(self, name: str, reason: str, message: str, now: datetime) -> None:
+        s = self._settings
+        self.failure_streak += 1
+        self._last_failure = f"{name}: {reason}: {message}"
+        if self.failure_streak >= s.backoff_after:
+            hold = min(s.backoff_max, s.backoff_base * 2 ** (self.failure_streak - s.backoff_after))
+            self.hold_until = now + timedelta(seconds=hold)
+
+    def _agents(self, now: datetime) -> list[scaling.Agent]:
+        agents = []
+        for name, record in self.records.items():
+            pod = self.view.get(name)
+            if pod is None or record.status is None:
+                continue
+            meta = pod.get("metadata") or {}
+            state = record.status.state
+            deleting = bool(meta.get("deletionTimestamp"))
+            if record.deleting is not None:
+                # On its way out: neither capacity nor a candidate for another deletion.
+                state, deleting = AgentState.LOST, True
+            agents.append(
+                scaling.Agent(
+                    name=name,
+                    state=state,
+                    created=_parse_time(meta.get("creationTimestamp")) or record.first_seen,
+                    busy=record.busy,
+                    idle_since=record.idle_since,
+                    template_hash=(meta.get("labels") or {}).get(manifest.TEMPLATE_HASH_LABEL),
+                    builds_run=record.builds_run,
+                    deleting=deleting,
+                    reason=record.status.reason,
+                    message=record.status.message,
+                )
+            )
+        return agents
+
+    def _snapshot(self, agents: list[scaling.Agent]) -> scaling.PoolSnapshot:
+        spec = self.spec
+        assert spec is not None
+        return scaling.PoolSnapshot(
+            min_idle=spec.min_idle,
+            max_agents=spec.max_agents,
+            idle_timeout=spec.idle_timeout,
+            ephemeral=spec.ephemeral,
+            template_hash=self.template_hash,
+            agents=tuple(agents),
+            waiting_builds=self.waiting_builds(),
+            pending_creations=self.pending_creations,
+            hold_creations_until=self.hold_until,
+        )
+
+    def _hash_of(self, name: str) -> str | None:
+        pod = self.view.get(name) or {}
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        value = labels.get(manifest.TEMPLATE_HASH_LABEL)
+        return value if isinstance(value, str) else None
+
+    # --- carrying out the plan -----------------------------------------------------------
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _start_creation(self, why: str) -> None:
+        self.pending_creations += 1
+        self._spawn(self._create(why), f"create:{self.key}")
+
+    def _start_deletion(self, record: AgentRecord, deletion: scaling.Deletion) -> None:
+        record.deleting = deletion.reason
+        self._spawn(self._delete(record, deletion), f"delete:{self.key}/{record.name}")
+
+    async def _create(self, why: str) -> None:
+        try:
+            pod_manifest = manifest.build_agent_pod(self.body, template_hash=self.template_hash)
+            async with self.quota.slot("create", f"pods/{self.namespace}"):
+                pod = await kube.create_pod(self.api, self.namespace, pod_manifest)
+        except asyncio.CancelledError:
+            raise
+        except QuotaTimeout as error:
+            _log.warning("pool %s: agent creation waited too long for a slot: %s", self.key, error)
+        except ApiException as error:
+            if error.status is not None and (error.status >= 500 or error.status == 429):
+                _log.warning("pool %s: agent creation failed, will retry: %s", self.key, error)
+            else:
+                message = _api_message(error)
+                self._metrics.agent_launches.labels(pool=self.key, result="rejected").inc()
+                self._launch_failed("(new agent)", "CreateRejected", message, _now())
+                self._event(
+                    WARNING, "AgentFailed", f"the API server rejected a new agent pod: {message}"
+                )
+        except Exception as error:
+            _log.warning("pool %s: agent creation failed, will retry: %s", self.key, error)
+        else:
+            name = pod["metadata"]["name"]
+            self.view.observe(pod, _now())
+            self._event(NORMAL, "AgentLaunched", f"created agent pod {name}: {why}")
+        finally:
+            self.pending_creations -= 1
+            self.wake()
+
+    async def _delete(self, record: AgentRecord, deletion: scaling.Deletion) -> None:
+        try:
+            async with self.quota.slot("delete", f"pods/{self.namespace}/{record.name}"):
+                await kube.delete_pod(self.api, self.namespace, record.name)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            _log.warning("pool %s: deleting agent %s failed: %s", self.key, record.name, error)
+            record.deleting = None  # planned again on the next pass
+        else:
+            kind = "AgentReplaced" if deletion.reason in _REPLACING else "AgentRemoved"
+            self._event(
+                NORMAL,
+                kind,
+                f"deleted agent pod {record.name}: {deletion.reason}: {deletion.message}",
+            )
+        finally:
+            self.wake()
+
+    # --- reporting -----------------------------------------------------------------------
+
+    def _event(self, type_: str, reason: str, message: str) -> None:
+        self._events.record(ObjectRef.of(self.body), type_, reason, message, quota=self.quota)
+
+    def _api_connections(self) -> ApiConnectionsStatus:
+        # Our own status write would otherwise show up in the status it writes.
+        own = sum(
+            1 for c in self.quota.running() if c.kind == "patch" and c.target == self.status_target
+        )
+        return ApiConnectionsStatus(
+            running=max(0, self.quota.running_count - own),
+            queued=self.quota.queued_count,
+            limit=self.quota.limit,
+        )
+
+    def _publish(
+        self, agents: list[scaling.Agent], api_status: ApiConnectionsStatus, now: datetime
+    ) -> None:
+        spec = self.spec
+        assert spec is not None
+        counts = scaling.count_agents(agents)
+        for state in _AGENT_STATES:
+            self._metrics.agents.labels(pool=self.key, state=state).set(getattr(counts, state))
+        problems: list[tuple[str, str]] = []
+        if self.failure_streak:
+            text = f"{self.failure_streak} agent launch(es) failed in a row; last: "
+            text += self._last_failure
+            if self.hold_until is not None and self.hold_until > now:
+                text += f"; new agents are held until {self.hold_until.isoformat()}"
+            problems.append(("AgentLaunchFailures", text))
+        problems.extend(self._problems())
+        conditions = scaling.pool_conditions(
+            agents,
+            min_idle=spec.min_idle,
+            max_agents=spec.max_agents,
+            problems=problems,
+            observed_generation=self.generation,
+        )
+        status = {
+            "agents": counts.to_body(),
+            "steps": self._step_counts().to_body(),
+            "apiConnections": api_status.to_body(),
+        }
+        self._submit(status, conditions, now)
+
+    def _report_invalid(self, now: datetime) -> None:
+        error = self.spec_error
+        assert error is not None
+        if self._invalid_reported != self.generation:
+            self._invalid_reported = self.generation
+            _log.warning("pool %s has an invalid spec: %s", self.key, error)
+            self._event(WARNING, "InvalidSpec", f"the pool cannot run: {error}")
+        conditions = scaling.pool_conditions(
+            [],
+            min_idle=0,
+            max_agents=1,
+            spec_errors=[str(error)],
+            observed_generation=self.generation,
+        )
+        self._submit({"apiConnections": self._api_connections().to_body()}, conditions, now)
+
+    def _submit(
+        self, status: dict[str, Any], conditions: tuple[Condition, ...], now: datetime
+    ) -> None:
+        latest = self._writer.latest or self.body.get("status") or {}
+        merged: list[dict[str, Any]] = list(latest.get("conditions") or [])
+        for condition in conditions:
+            merged = merge_condition(merged, condition, now)
+        status["conditions"] = merged
+        if self.generation is not None:
+            status["observedGeneration"] = self.generation
+        self._writer.submit(status)
+
+    def _next_wake(
+        self, plan: scaling.ScalingPlan, api_status: ApiConnectionsStatus, now: datetime
+    ) -> datetime | None:
+        spec = self.spec
+        assert spec is not None
+        s = self._settings
+        soon = now + timedelta(milliseconds=10)
+        moments: list[datetime | None] = [plan.next_review, self.hold_until]
+        if self._synced_at is not None:
+            moments.append(self._synced_at + timedelta(seconds=s.resync_interval))
+        if api_status.running or api_status.queued:
+            moments.append(now + timedelta(seconds=s.connections_refresh))
+        for name, record in self.records.items():
+            status = record.status
+            if status is None:
+                continue
+            if status.state is AgentState.STARTING:
+                pod = self.view.get(name) or {}
+                created = _parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
+                base = created or record.first_seen
+                moments.append(base + timedelta(seconds=spec.startup_timeout, milliseconds=10))
+                if status.reason in readiness.PULL_WAITING_REASONS:
+                    started = _parse_time((pod.get("status") or {}).get("startTime")) or base
+                    grace = timedelta(seconds=s.image_pull_grace, milliseconds=10)
+                    moments.append(started + grace)
+            if status.reason == "NodeUnreachable":
+                moments.append(now + timedelta(seconds=5))
+            if (
+                status.state is AgentState.READY
+                and not record.proven
+                and record.ready_at is not None
+                and self.failure_streak
+            ):
+                moments.append(record.ready_at + timedelta(seconds=s.stable_after))
+        upcoming = _earliest(*moments)
+        return None if upcoming is None else max(upcoming, soon)
+
+    def describe(self) -> dict[str, Any]:
+        """Agents by state, for /debug/connections."""
+        counts = scaling.count_agents(self._agents(_now())) if self.spec else None
+        return {
+            "pool": self.key,
+            "agents": counts.to_body() if counts else None,
+            "waitingBuilds": self.waiting_builds(),
+            "pendingCreations": self.pending_creations,
+            "specError": str(self.spec_error) if self.spec_error else None,
+        }
+
+
+def _api_message(error: ApiException) -> str:
+    try:
+        body = json.loads(error.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or error.reason or error)
+
+
+class PoolManager:
+    """One PoolController per AgentPool (`namespace/name`), fed by watch events."""
+
+    def __init__(
+        self,
+        api: ApiClient,
+        quotas: QuotaRegistry,
+        events: EventRecorder,
+        *,
+        settings: ControllerSettings | None = None,
+        metrics: Catalogue = METRICS,
+    ) -> None:
+        self._api = api
+        self._quotas = quotas
+        self._events = events
+        self._settings = settings or ControllerSettings()
+        self._metrics = metrics
+        self._controllers: dict[str, PoolController] = {}
+        self._appeared = asyncio.Event()
+        self._problems: dict[str, dict[str, str]] = {}
+        # The step engine registers how many steps of a pool are queued and running.
+        self.step_counter: StepCounter | None = None
+
+    # --- watch input ---------------------------------------------------------------------
+
+    async def on_pool_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        controller = self._controllers.get(key)
+        if event_type == "DELETED":
+            if controller is not None and controller.uid == meta.get("uid"):
+                await self._remove(key)
+            return
+        if controller is not None and controller.uid != meta.get("uid"):
+            # Deleted and re-created under the same name: the old agents are not its own.
+            await self._remove(key)
+            controller = None
+        if controller is None:
+            controller = PoolController(
+                key,
+                body,
+                api=self._api,
+                quotas=self._quotas,
+                events=self._events,
+                settings=self._settings,
+                metrics=self._metrics,
+                step_counts=lambda: self._steps(key),
+                problems=lambda: list(self._problems.get(key, {}).items()),
+            )
+            self._controllers[key] = controller
+            controller.start()
+            self._appeared.set()
+            self._appeared = asyncio.Event()
+        else:
+            controller.update(body)
+
+    def on_pod_event(self, event_type: str | None, pod: Mapping[str, Any]) -> None:
+        meta = pod.get("metadata") or {}
+        pool = (meta.get("labels") or {}).get(manifest.POOL_LABEL)
+        controller = self._controllers.get(f"{meta.get('namespace')}/{pool}")
+        if controller is not None:
+            controller.observe_pod(event_type, pod)
+
+    async def _remove(self, key: str) -> None:
+        controller = self._controllers.pop(key, None)
+        if controller is not None:
+            await controller.stop()
+        self._problems.pop(key, None)
+        self._quotas.remove(key)
+
+    # --- for the step engine -------------------------------------------------------------
+
+    def controller(self, pool_key: str) -> PoolController | None:
+        return self._controllers.get(pool_key)
+
+    def pools(self) -> list[str]:
+        return sorted(self._controllers)
+
+    # The deadline is part of the contract: the step engine reports it in the step's status.
+    async def acquire(
+        self,
+        pool_key: str,
+        build_key: str,
+        *,
+        timeout: float,  # noqa: ASYNC109
+    ) -> AgentLease:
+        """Lease a started idle agent of the pool to a build; waits FIFO, scales the pool up."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (controller := self._controllers.get(pool_key)) is None:
+            appeared = self._appeared
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await appeared.wait()
+            except TimeoutError:
+                raise LeaseTimeout(
+                    f"pool {pool_key} does not exist (waited {timeout:g}s for it)"
+                ) from None
+        return await controller.acquire(build_key, timeout=max(0.0, deadline - loop.time()))
+
+    def release(self, lease: AgentLease, *, delete: bool = False) -> None:
+        """Give the agent back (ephemeral pools, or `delete`, remove it)."""
+        controller = self._controllers.get(lease.pool_key)
+        if controller is None:
+            lease.released = True
+            return
+        controller.release(lease, delete=delete)
+
+    def set_problem(self, pool_key: str, reason: str, message: str | None) -> None:
+        """Report (message) or clear (None) a problem that degrades the pool, by reason."""
+        problems = self._problems.setdefault(pool_key, {})
+        if message is None:
+            problems.pop(reason, None)
+        else:
+            problems[reason] = message
+        self.notify(pool_key)
+
+    def notify(self, pool_key: str) -> None:
+        """Something in the pool's status changed (e.g. step counts): refresh it."""
+        controller = self._controllers.get(pool_key)
+        if controller is not None:
+            controller.wake()
+
+    def _steps(self, key: str) -> StepCounts:
+        counter = self.step_counter
+        return counter(key) if counter is not None else StepCounts()
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        return {key: c.describe() for key, c in sorted(self._controllers.items())}
+
+    async def close(self) -> None:
+        for key in list(self._controllers):
+            controller = self._controllers.pop(key)
+            await controller.stop("is no longer served: the operator stops")
