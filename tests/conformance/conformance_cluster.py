@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+
 from agentpool.sandbox.cluster import Sandbox
 
 ROOT = Path(__file__).resolve().parents[2]

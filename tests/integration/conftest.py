@@ -79,7 +79,9 @@ async def eventually(
                     return last
                 await asyncio.sleep(interval)
     except TimeoutError:
-        raise AssertionError(f"timed out after {within:g}s waiting for {message}; last: {last!r}")
+        raise AssertionError(
+            f"timed out after {within:g}s waiting for {message}; last: {last!r}"
+        ) from None
 
 
 @pytest.fixture
