@@ -24,21 +24,16 @@ WORKLOAD_RULES: list[dict[str, Any]] = [
     {
         "apiGroups": ["agentpool.dev"],
         "resources": ["agentpools", "buildsteps"],
-        "verbs": ["get", "list", "watch", "patch"],
+        "verbs": ["list", "watch"],
     },
     {
         "apiGroups": ["agentpool.dev"],
         "resources": ["agentpools/status", "buildsteps/status"],
-        "verbs": ["get", "patch", "update"],
+        "verbs": ["patch"],
     },
-    {
-        "apiGroups": [""],
-        "resources": ["pods"],
-        "verbs": ["get", "list", "watch", "create", "delete", "patch"],
-    },
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "create", "delete"]},
     {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]},
-    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-    {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 CRD_RULE = {
     "apiGroups": ["apiextensions.k8s.io"],
@@ -67,7 +62,7 @@ def peering_rules(resource: str, name: str) -> list[dict[str, Any]]:
             "apiGroups": groups,
             "resources": [resource],
             "resourceNames": [name],
-            "verbs": ["get", "patch"],
+            "verbs": ["patch"],
         },
     ]
 

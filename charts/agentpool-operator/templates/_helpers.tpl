@@ -67,35 +67,34 @@ Rules the operator needs in every namespace it serves. Shared by the ClusterRole
 mode) and the per-namespace Roles (namespaced mode) so both modes grant exactly the same verbs.
 */}}
 {{- define "agentpool-operator.namespacedRules" -}}
-# AgentPool and BuildStep: kopf watches them and patches metadata (finalizers, its annotations).
+# AgentPool and BuildStep: kopf lists and watches them. The operator never writes their spec or
+# metadata (no kopf finalizers or progress annotations), so it needs no patch here.
 - apiGroups: ["agentpool.dev"]
   resources: ["agentpools", "buildsteps"]
-  verbs: ["get", "list", "watch", "patch"]
-# Status is a separate subresource: the operator reports progress there and never writes spec.
+  verbs: ["list", "watch"]
+# Progress is reported by merge-patching the status subresource only.
 - apiGroups: ["agentpool.dev"]
   resources: ["agentpools/status", "buildsteps/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 # Agent pods: created from the pool's template, watched for readiness, reaped when idle.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "delete", "patch"]
+  verbs: ["list", "watch", "create", "delete"]
 # Exec over WebSocket is an HTTP GET, which the API server authorizes as "get"; Kubernetes 1.35
 # and later also require "create" for WebSocket upgrades, and a POST (SPDY) exec needs "create".
 - apiGroups: [""]
   resources: ["pods/exec"]
   verbs: ["create", "get"]
+# The operator posts core/v1 Events about pools and steps (kopf's own event posting is off).
 - apiGroups: [""]
-  resources: ["pods/log"]
-  verbs: ["get"]
-# kopf posts core/v1 events; the operator's own events may use events.k8s.io.
-- apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}
 
 {{/*
-kopf peering rules: list/watch to see the peers, get/patch on the one object this release uses.
-Both groups are listed because kopf uses whichever of kopf.dev and zalando.org it discovers.
+kopf peering rules: list/watch to see the peers, patch on the one object this release uses (kopf
+never reads it otherwise). Both groups are listed because kopf peers through each of kopf.dev and
+zalando.org whose CRDs exist in the cluster.
 */}}
 {{- define "agentpool-operator.peeringRules" -}}
 {{- $resource := .resource }}
@@ -105,5 +104,5 @@ Both groups are listed because kopf uses whichever of kopf.dev and zalando.org i
 - apiGroups: ["kopf.dev", "zalando.org"]
   resources: [{{ $resource | quote }}]
   resourceNames: [{{ .name | quote }}]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 {{- end }}
