@@ -1,7 +1,7 @@
 """The operator's runtime: what lives between kopf's startup and cleanup, and how to run it.
 
 `Runtime` holds the typed Config, the Kubernetes clients, the per-pool quotas, the Events
-recorder, the PoolManager, the step engine (once it exists) and the telemetry server.
+recorder, the PoolManager, the step engine and the telemetry server.
 `handlers.py` forwards every watch event to it. `run_operator` runs kopf in-process; the
 CLI (`agentpool run`) and the tests call it.
 """
@@ -22,6 +22,8 @@ from agentpool.kube.events import EventRecorder
 from agentpool.kube.quota import QuotaRegistry
 from agentpool.metrics import METRICS, Catalogue
 from agentpool.pool.controller import ControllerSettings, PoolManager
+from agentpool.steps.agents import PoolAgents
+from agentpool.steps.engine import StepEngine
 from agentpool.telemetry import Telemetry
 
 __all__ = ["Flag", "Runtime", "StepEvents", "run_operator"]
@@ -35,6 +37,8 @@ class StepEvents(Protocol):
     async def on_event(self, event_type: str | None, body: dict[str, Any]) -> None: ...
 
     async def close(self) -> None: ...
+
+    def pool_changed(self, pool: str) -> None: ...
 
 
 class Runtime:
@@ -75,10 +79,16 @@ class Runtime:
         """Connect to the cluster and start serving telemetry."""
         clients = await kube.connect(config.kubeconfig)
         runtime = cls(config, clients, metrics=metrics, metrics_host=metrics_host)
-        # The step engine plugs in here:
-        #   runtime.steps = StepEngine(runtime.config, runtime.clients, runtime.quotas,
-        #                              runtime.pools, runtime.events)
-        #   runtime.pools.step_counter = runtime.steps.counts
+        engine = StepEngine(
+            config,
+            PoolAgents(runtime.pools, runtime.quotas),
+            api=clients.api,
+            exec_api=clients.exec,
+            events=runtime.events,
+            metrics=metrics,
+        )
+        runtime.steps = engine
+        runtime.pools.step_counter = engine.counts
         try:
             await runtime.telemetry.start()
         except BaseException:
@@ -88,6 +98,9 @@ class Runtime:
 
     async def on_pool_event(self, event_type: str | None, body: dict[str, Any]) -> None:
         await self.pools.on_pool_event(event_type, body)
+        if self.steps is not None:
+            meta = body.get("metadata") or {}
+            self.steps.pool_changed(f"{meta.get('namespace')}/{meta.get('name')}")
 
     async def on_pod_event(self, event_type: str | None, body: dict[str, Any]) -> None:
         self.pools.on_pod_event(event_type, body)

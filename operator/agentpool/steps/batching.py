@@ -75,6 +75,11 @@ if ! echo $$ >"$d/started"; then rm -f "$f"; exit 0; fi 2>/dev/null
 set +C
 mv -f "$f" "$d/launch"
 tail -c +$(($5 + 1)) "$d/launch" >"$d/script"
+# Cancelled before launch: nothing runs. `pid` names this (ending) keeper, never 0, which
+# `kill` and `killpg` read as "my own process group".
+if [ -e "$d/cancel" ] || [ -n "$q" ]; then
+  echo $$ >"$d/pid"; : >"$d/out"; echo "143 ${q:-cancelled}" >"$d/rc"; exit 0
+fi
 if command -v setsid >/dev/null 2>&1; then
   setsid "$SH" "$d/launch" "$d" >"$d/out" 2>&1 </dev/null &
 else
@@ -293,7 +298,8 @@ def check_step_id(step_id: str) -> None:
 
 def build_launcher(request: StepRequest) -> bytes:
     """The small sh program that sets cwd and env, then execs the step's shell on its script."""
-    lines = []
+    # A cancel that lands while the keeper forks the step would find no process group yet.
+    lines = ['[ -e "$1/cancel" ] && exit 143']
     if request.working_dir:
         wd = _quote(request.working_dir)
         lines.append(

@@ -1,4 +1,10 @@
-"""A real shell process standing in for an exec stream into a container."""
+"""Fixtures of the step tests.
+
+- A real shell process standing in for an exec stream into a container (`container`,
+  `open_shell`...), for the session protocol's tests.
+- `buildsteps`: AgentPools and BuildSteps created with the test's client (`kube_api`), for
+  tests that run the whole operator (the shared `operator` fixture) on the sandbox.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from kubernetes_asyncio.client import ApiClient
+from step_client import BuildSteps
 
+from agentpool.sandbox.cluster import Sandbox
 from agentpool.steps.batching import BOOTSTRAP_COMMAND
 from agentpool.steps.session import Session
 
@@ -99,14 +108,19 @@ async def open_shell(container: Container) -> ShellExec:
 def _make_container(tmp_path: Path, flavour: str) -> Container:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
     sh = "/usr/bin/dash"
-    if flavour == "busybox":
+    if flavour == "bash":
+        sh = "/usr/bin/bash"
+        env["AGENTPOOL_SH"] = sh
+    if flavour.startswith("busybox"):
         if BUSYBOX is None:
             pytest.skip("busybox is not installed")
         # A busybox-only userland: every command the driver runs is a busybox applet.
         bindir = tmp_path / "bb"
         bindir.mkdir()
         applets = ["sh", "cat", "dd", "wc", "tail", "mv", "rm", "mkdir", "sleep", "kill"]
-        applets += ["setsid", "echo", "printf", "ls", "touch", "true", "false", "env"]
+        applets += ["echo", "printf", "ls", "touch", "true", "false", "env"]
+        if flavour == "busybox":
+            applets.append("setsid")
         for applet in applets:
             (bindir / applet).symlink_to(BUSYBOX)
         sh = str(bindir / "sh")
@@ -117,7 +131,7 @@ def _make_container(tmp_path: Path, flavour: str) -> Container:
     return Container(sh=sh, env=env, state_dir=state, root=tmp_path)
 
 
-@pytest.fixture(params=["dash", "busybox"])
+@pytest.fixture(params=["dash", "busybox", "bash"])
 def container(request: pytest.FixtureRequest, tmp_path: Path) -> Container:
     return _make_container(tmp_path, request.param)
 
@@ -141,7 +155,9 @@ async def open_session(container: Container) -> AsyncIterator[OpenSession]:
     # Steps are detached on purpose; the test must not leave them behind.
     for pid_file in [*container.state_dir.glob("*/pid"), *container.state_dir.glob("*/started")]:
         with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
-            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+            pid = int(pid_file.read_text())
+            if pid > 1:  # killpg(0) would kill pytest's own group
+                os.killpg(pid, signal.SIGKILL)
 
 
 async def wait_for(condition: Callable[[], bool], within: float = 10.0) -> None:
@@ -169,3 +185,18 @@ def pid_alive(pid: int) -> bool:
 @pytest.fixture
 def alive() -> Callable[[int], bool]:
     return pid_alive
+
+
+@pytest.fixture
+def container_without_setsid(tmp_path: Path) -> Container:
+    return _make_container(tmp_path, "busybox-nosetsid")
+
+
+@pytest.fixture
+def shell_opener() -> Callable[[Container], Awaitable[ShellExec]]:
+    return open_shell
+
+
+@pytest.fixture
+def buildsteps(kube_api: ApiClient, cluster: Sandbox) -> BuildSteps:
+    return BuildSteps(kube_api, cluster)

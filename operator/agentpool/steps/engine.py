@@ -1,0 +1,356 @@
+"""The BuildStep engine: turns BuildStep events into build runners and step status.
+
+`on_step_event` is fed every BuildStep event (kopf lists existing objects first, so after a
+restart Running steps are resumed from the agent and offset in their status, and Queued or
+Pending ones are scheduled). Bad input fails the step with a clear reason and an Event; a step
+of a pool that does not exist yet waits as Pending/PoolNotFound. Status goes through the
+`StatusWriter`; runners do the work (see `runner`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kubernetes_asyncio.client import ApiClient
+
+from agentpool.config import Config
+from agentpool.kube import client as kube
+from agentpool.kube.events import WARNING, EventRecorder, ObjectRef
+from agentpool.kube.exec import ExecApiClient
+from agentpool.metrics import METRICS, Catalogue
+from agentpool.model import API_VERSION, BuildStepSpec, SpecError, StepCounts, StepPhase
+from agentpool.steps import logs
+from agentpool.steps.runner import AgentSource, BuildRunner, Outcome, RunnerContext
+from agentpool.steps.runs import StepRun, now, rfc3339
+from agentpool.steps.scheduling import BuildQueue
+from agentpool.steps.status import Patcher, StatusWriter
+
+__all__ = ["StepEngine"]
+
+log = logging.getLogger(__name__)
+
+RunnerKey = tuple[str, str, str]  # namespace, build, pool
+# Finished steps remembered so that the echoes of our own status writes are ignored.
+FINISHED_MEMORY = 100_000
+QUEUED_DELAY = 0.5
+
+
+def _spec_reason(error: SpecError) -> str:
+    if error.field == "spec.script":
+        return "InvalidScript"
+    if error.field.startswith("spec.container"):
+        return "InvalidContainer"
+    return "InvalidSpec"
+
+
+class StepEngine:
+    """Schedules BuildSteps onto agents and keeps their status; one per operator."""
+
+    def __init__(
+        self,
+        config: Config,
+        agents: AgentSource,
+        *,
+        api: ApiClient | None = None,
+        exec_api: ExecApiClient | None = None,
+        events: EventRecorder | None = None,
+        metrics: Catalogue = METRICS,
+        patch: Patcher | None = None,
+    ) -> None:
+        self.config = config
+        self.agents = agents
+        self._api = api
+        self._exec_api = exec_api
+        self._events = events
+        self._metrics = metrics
+        if patch is None:
+            if api is None:
+                raise ValueError("StepEngine needs an ApiClient or a patch function")
+            patch = self._patch_status
+        self.writer = StatusWriter(patch, agents.quota)
+        self.context = RunnerContext(
+            exec_api=exec_api,
+            agents=agents,
+            write=self._write,
+            finished=self._finished,
+            metrics=metrics,
+            batching=config.batching,
+            build_grace=config.build_grace,
+            tail_bytes=config.log_tail_bytes,
+            event=self._event,
+        )
+        self._queues: dict[RunnerKey, BuildQueue] = {}
+        self._runners: dict[RunnerKey, BuildRunner] = {}
+        self._tasks: dict[RunnerKey, asyncio.Task[None]] = {}
+        self._index: dict[tuple[str, str], tuple[str, RunnerKey]] = {}  # step -> (uid, runner)
+        self._finished_uids: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.on_finished: Callable[[StepRun, Outcome], None] | None = None  # tests, bench
+
+    async def _patch_status(self, namespace: str, name: str, fields: dict[str, Any]) -> None:
+        assert self._api is not None
+        await kube.patch_status(self._api, kube.BUILDSTEPS, namespace, name, fields)
+
+    # --- events in ----------------------------------------------------------------------
+
+    async def on_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """The Runtime's entry point (kopf handler); see `on_step_event`."""
+        self.on_step_event(event_type, body)
+
+    def on_step_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """Handle one BuildStep watch event (type None: seen in the initial listing)."""
+        meta = body.get("metadata") or {}
+        namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+        uid = str(meta.get("uid", ""))
+        if event_type == "DELETED" or meta.get("deletionTimestamp"):
+            self._deleted(namespace, name, uid)
+            return
+        known = self._index.get((namespace, name))
+        if known is not None:
+            if known[0] == uid:
+                return  # mostly the echo of our own status writes
+            self._deleted(namespace, name, known[0])  # replaced by a new object, same name
+        if uid in self._finished_uids:
+            return
+        status = body.get("status") or {}
+        phase = _phase(status.get("phase"))
+        try:
+            spec = BuildStepSpec.from_body(body.get("spec") or {}, name=name)
+        except SpecError as error:
+            if phase is None or not phase.is_final:
+                self._reject(body, uid, _spec_reason(error), str(error))
+            else:
+                self._remember(uid)
+            return
+        pool = f"{namespace}/{spec.pool}"
+        key: RunnerKey = (namespace, spec.build, pool)
+        queue = self._queues.get(key) or self._queues.setdefault(
+            key, BuildQueue((namespace, spec.build))
+        )
+        if phase is not None and phase.is_final:
+            queue.record(name, phase)
+            self._remember(uid)
+            return
+        run = StepRun(
+            namespace=namespace,
+            name=name,
+            uid=uid,
+            pool=pool,
+            spec=spec,
+            created=str(meta.get("creationTimestamp", "")),
+            generation=meta.get("generation"),
+            tail_limit=self.config.log_tail_bytes,
+            enqueued_at=asyncio.get_running_loop().time(),
+        )
+        if phase is StepPhase.RUNNING:
+            for field_name, value in StepRun.recovered_state(status).items():
+                setattr(run, field_name, value)
+            if run.recovered_agent is not None:
+                run.submitted = True  # it may be running: resume, never start again
+                run.enqueued_at = 0.0
+                tail = status.get("logTail")
+                if isinstance(tail, str):
+                    run.add_output(tail.encode())
+                    run.offset = int(status.get("logBytes") or 0)
+        elif isinstance(status.get("attempts"), int):
+            run.attempts = max(0, int(status["attempts"]))
+        self._index[(namespace, name)] = (uid, key)
+        runner = self._runner(key, queue, pool)
+        runner.add(run)
+        self.agents.notify(pool)
+        if phase is not StepPhase.RUNNING:
+            self._write(
+                run,
+                {
+                    "phase": StepPhase.QUEUED.value,
+                    "reason": "Queued",
+                    "message": f"waiting for an agent of pool {pool} (build {spec.build})",
+                    **({} if run.generation is None else {"observedGeneration": run.generation}),
+                },
+                QUEUED_DELAY,
+            )
+
+    def pool_changed(self, pool: str) -> None:
+        """An AgentPool appeared or changed: steps waiting for it look again."""
+        self.context.pools_changed.set()
+
+    # --- status out ---------------------------------------------------------------------
+
+    def _write(self, run: StepRun, fields: dict[str, Any], delay: float) -> None:
+        if run.deleted.is_set() and fields.get("phase") != StepPhase.CANCELLED.value:
+            return
+        self.writer.update(run.namespace, run.name, run.pool, fields, delay=delay)
+
+    def _finished(self, run: StepRun, outcome: Outcome) -> None:
+        run.phase = outcome.phase
+        self._index.pop((run.namespace, run.name), None)
+        self._remember(run.uid)
+        self._metrics.steps.labels(pool=run.pool, phase=outcome.phase.value).inc()
+        fields: dict[str, Any] = {
+            **run.base_fields(),
+            "phase": outcome.phase.value,
+            "reason": outcome.reason,
+            "message": outcome.message,
+            "finishedAt": rfc3339(now()),
+            "logBytes": run.offset,
+            "logTail": run.log_tail(),
+        }
+        if outcome.exit_code is not None:
+            fields["exitCode"] = outcome.exit_code
+        if run.agent is not None:
+            fields.update(agent=run.agent, session=run.session)
+        if run.started_at is not None:
+            fields["startedAt"] = rfc3339(run.started_at)
+        if outcome.phase is StepPhase.FAILED and outcome.reason not in ("ScriptFailed",):
+            self._event(run, outcome.reason, outcome.message)
+        if run.deleted.is_set():
+            # The object is gone: a status write would only answer 404.
+            self.writer.forget(run.namespace, run.name)
+        else:
+            self.writer.update(run.namespace, run.name, run.pool, fields, delay=0.0)
+        self.agents.notify(run.pool)
+        if self.on_finished is not None:
+            self.on_finished(run, outcome)
+
+    def _reject(self, body: Mapping[str, Any], uid: str, reason: str, message: str) -> None:
+        meta = body.get("metadata") or {}
+        namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+        self._remember(uid)
+        pool_name = (body.get("spec") or {}).get("pool")
+        pool = f"{namespace}/{pool_name}" if isinstance(pool_name, str) and pool_name else ""
+        fields = {
+            "phase": StepPhase.FAILED.value,
+            "reason": reason,
+            "message": message,
+            "finishedAt": rfc3339(now()),
+        }
+        self.writer.update(namespace, name, pool, fields)
+        if self._events is not None:
+            self._events.record(ObjectRef.of(_with_kind(body)), WARNING, reason, message)
+        if pool:
+            self._metrics.steps.labels(pool=pool, phase=StepPhase.FAILED.value).inc()
+
+    def _event(self, run: StepRun, reason: str, message: str) -> None:
+        if self._events is None:
+            return
+        ref = ObjectRef(API_VERSION, "BuildStep", run.namespace, run.name, run.uid)
+        self._events.record(ref, WARNING, reason, message, quota=self.agents.quota(run.pool))
+
+    def _remember(self, uid: str) -> None:
+        self._finished_uids[uid] = None
+        while len(self._finished_uids) > FINISHED_MEMORY:
+            self._finished_uids.popitem(last=False)
+
+    # --- runners ------------------------------------------------------------------------
+
+    def _runner(self, key: RunnerKey, queue: BuildQueue, pool: str) -> BuildRunner:
+        runner = self._runners.get(key)
+        if runner is None:
+            runner = BuildRunner(self.context, queue, pool)
+            self._runners[key] = runner
+            self._tasks[key] = asyncio.create_task(
+                self._run(key, runner), name=f"build-{key[0]}/{key[1]}"
+            )
+        return runner
+
+    async def _run(self, key: RunnerKey, runner: BuildRunner) -> None:
+        def done(finished: BuildRunner) -> bool:
+            if len(finished.queue):
+                return False
+            self._runners.pop(key, None)
+            self._tasks.pop(key, None)
+            if not finished.queue.failed_step:
+                self._queues.pop(key, None)  # nothing to remember about this build
+            return True
+
+        try:
+            await runner.run(done)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("build %s/%s on pool %s crashed", *key)
+            self._runners.pop(key, None)
+            self._tasks.pop(key, None)
+            for run in list(runner.steps.values()):
+                message = "the operator's build runner failed; see the operator's log"
+                self._finished(run, Outcome(StepPhase.FAILED, "InternalError", message))
+
+    def _deleted(self, namespace: str, name: str, uid: str) -> None:
+        known = self._index.get((namespace, name))
+        if known is None or (uid and known[0] != uid):
+            self.writer.forget(namespace, name)
+            return
+        runner = self._runners.get(known[1])
+        if runner is not None and runner.cancel(name):
+            if runner.running is None or runner.running.name != name:
+                self._index.pop((namespace, name), None)
+                self.writer.forget(namespace, name)
+        else:
+            self._index.pop((namespace, name), None)
+            self.writer.forget(namespace, name)
+
+    # --- queries ------------------------------------------------------------------------
+
+    def counts(self, pool: str) -> StepCounts:
+        """Steps queued and running for a pool (its status.steps)."""
+        queued = running = 0
+        for (_, _, runner_pool), runner in self._runners.items():
+            if runner_pool != pool:
+                continue
+            running += 1 if runner.running is not None else 0
+            queued += max(0, runner.queued_count)
+        return StepCounts(queued=queued, running=running)
+
+    async def read_step_log(
+        self, namespace: str, name: str, write: Callable[[bytes], object]
+    ) -> int:
+        """Stream a step's whole output (see `steps.logs`), through its pool's quota."""
+        if self._api is None or self._exec_api is None:
+            raise RuntimeError("read_step_log needs the API clients")
+        known = self._index.get((namespace, name))
+        quota = self.agents.quota(known[1][2]) if known is not None else None
+        return await logs.read_step_log(
+            self._api, self._exec_api, namespace, name, write, quota=quota
+        )
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Wait until every status update made so far is written."""
+        await self.writer.flush()
+
+    async def close(self) -> None:
+        """The Runtime's shutdown hook; see `stop`."""
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Shutdown: stop runners (steps keep running in their containers) and the writer."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for runner in list(self._runners.values()):
+            await runner.close()
+        self._runners.clear()
+        self._tasks.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                await self.writer.flush()
+        await self.writer.close()
+
+
+def _phase(value: object) -> StepPhase | None:
+    try:
+        return StepPhase(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _with_kind(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": "BuildStep", **dict(body)}

@@ -1,0 +1,192 @@
+"""The BuildStep status writer: coalesced merge-patches on `/status`, one request per step.
+
+Sessions never write status themselves: a session holding the pool's only quota slot would
+deadlock waiting for a second one. They hand fields to this writer, which runs its own task per
+step. Updates to a step that is not yet on the wire merge into one patch (a quick step's
+Running and Succeeded go out as one request); each patch is one request for one object and
+takes a slot of the pool's quota (`kind="status"`).
+
+A status write is never dropped because the quota is saturated or the API server errs: it is
+retried with capped exponential back-off, merged with whatever arrived meanwhile, until it
+succeeds or the object is gone (404). The final phase is therefore written eventually, however
+long the pool's connections stay busy. Only a 422 (the server refuses the content) gives up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from agentpool.kube.quota import ApiQuota, QuotaTimeout
+
+__all__ = ["Patcher", "QuotaLookup", "StatusWriter"]
+
+log = logging.getLogger(__name__)
+
+# (namespace, name, status fields) -> one merge-patch of the status subresource.
+Patcher = Callable[[str, str, dict[str, Any]], Awaitable[object]]
+QuotaLookup = Callable[[str], ApiQuota | None]
+
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 5.0
+
+
+@dataclass
+class _Pending:
+    pool: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    due: float = 0.0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    writes: int = 0
+
+
+class StatusWriter:
+    """Writes each step's status fields, coalescing updates that have not been sent yet."""
+
+    def __init__(
+        self,
+        patch: Patcher,
+        quota_for: QuotaLookup,
+        *,
+        backoff_first: float = BACKOFF_FIRST,
+        backoff_max: float = BACKOFF_MAX,
+    ) -> None:
+        self._patch = patch
+        self._quota_for = quota_for
+        self._backoff_first = backoff_first
+        self._backoff_max = backoff_max
+        self._pending: dict[tuple[str, str], _Pending] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.requests = 0  # patches sent (successful or not), for tests and the benchmark
+
+    def update(
+        self,
+        namespace: str,
+        name: str,
+        pool: str,
+        fields: Mapping[str, Any],
+        *,
+        delay: float = 0.0,
+    ) -> None:
+        """Write `fields` within `delay` seconds; later updates to the same keys win.
+
+        A delay lets a short-lived state (Queued, Running of a quick step) be superseded
+        before it costs a request; an update with a shorter delay brings the write forward.
+        """
+        key = (namespace, name)
+        loop = asyncio.get_running_loop()
+        pending = self._pending.get(key)
+        due = loop.time() + max(delay, 0.0)
+        if pending is None:
+            pending = _Pending(pool=pool, due=due)
+            self._pending[key] = pending
+        else:
+            pending.due = min(pending.due, due) if pending.fields else due
+        pending.pool = pool
+        pending.fields.update(fields)
+        pending.wake.set()
+        if pending.task is None or pending.task.done():
+            self._idle.clear()
+            pending.task = asyncio.create_task(self._run(key, pending), name=f"status-{name}")
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The object is gone: drop whatever was still to be written."""
+        pending = self._pending.pop((namespace, name), None)
+        if pending is not None and pending.task is not None:
+            pending.task.cancel()
+        self._check_idle()
+
+    def pending(self, namespace: str, name: str) -> dict[str, Any]:
+        """Fields not yet written for a step (a copy)."""
+        current = self._pending.get((namespace, name))
+        return dict(current.fields) if current is not None else {}
+
+    async def flush(self) -> None:
+        """Return once every update made so far has been written or abandoned."""
+        await self._idle.wait()
+
+    async def close(self) -> None:
+        """Stop writing; unwritten updates are lost (used at shutdown after `flush`)."""
+        tasks = [p.task for p in self._pending.values() if p.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._pending.clear()
+        self._idle.set()
+
+    async def _run(self, key: tuple[str, str], pending: _Pending) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = self._backoff_first
+        try:
+            while pending.fields:
+                while (wait := pending.due - loop.time()) > 0:
+                    pending.wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait):
+                            await pending.wake.wait()
+                fields, pending.fields = pending.fields, {}
+                if await self._write(key, pending.pool, fields):
+                    backoff = self._backoff_first
+                    pending.writes += 1
+                    continue
+                if self._pending.get(key) is not pending:
+                    return  # forgotten (deleted) or given up
+                # Keep what failed unless newer values replaced it, and try again later.
+                pending.fields = {**fields, **pending.fields}
+                pending.due = loop.time() + backoff
+                backoff = min(backoff * 2, self._backoff_max)
+        finally:
+            if self._pending.get(key) is pending and not pending.fields:
+                del self._pending[key]
+            self._check_idle()
+
+    async def _write(self, key: tuple[str, str], pool: str, fields: dict[str, Any]) -> bool:
+        namespace, name = key
+        quota = self._quota_for(pool)
+        try:
+            if quota is None:
+                self.requests += 1
+                await self._patch(namespace, name, fields)
+            else:
+                async with quota.slot("status", f"{namespace}/{name}"):
+                    self.requests += 1
+                    await self._patch(namespace, name, fields)
+        except QuotaTimeout as error:
+            log.warning("status of %s/%s waits for the quota: %s", namespace, name, error)
+            return False
+        except ApiException as error:
+            if error.status == 404:
+                self._pending.pop(key, None)
+                return False
+            if error.status == 422:
+                log.error("status of %s/%s refused: %s", namespace, name, error.body)
+                self._pending.pop(key, None)
+                return False
+            log.warning("status of %s/%s: HTTP %s, retrying", namespace, name, error.status)
+            return False
+        except Exception as error:  # a write that must not be lost: keep trying
+            log.warning("status of %s/%s: %r, retrying", namespace, name, error)
+            return False
+        return True
+
+    def _check_idle(self) -> None:
+        # Called from a writer task's `finally`: that task is ending, do not wait for it.
+        current = asyncio.current_task()
+        busy = any(
+            p.fields or (p.task is not None and not p.task.done() and p.task is not current)
+            for p in self._pending.values()
+        )
+        if busy:
+            self._idle.clear()
+        else:
+            self._idle.set()

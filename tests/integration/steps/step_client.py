@@ -1,0 +1,124 @@
+"""A test client for AgentPools and BuildSteps, and the sandbox's stats and faults."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+from kubernetes_asyncio.client import ApiClient, CustomObjectsApi
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from agentpool.kube import client as kube
+from agentpool.sandbox.cluster import Sandbox
+
+T = TypeVar("T")
+STEPS_NAMESPACE = "default"
+FINAL_PHASES = ("Succeeded", "Failed", "Skipped", "Cancelled")
+
+
+class BuildSteps:
+    """Creates AgentPools and BuildSteps with the test's client and reads their status."""
+
+    def __init__(self, api: ApiClient, cluster: Sandbox) -> None:
+        self.api = api
+        self.cluster = cluster
+        self.objects = CustomObjectsApi(api)
+
+    async def pool(self, name: str, **spec: Any) -> dict[str, Any]:
+        """An AgentPool with one warm agent (containers `main` and `side`)."""
+        containers = [{"name": c, "image": "busybox:1.36"} for c in ("main", "side")]
+        body = {
+            "apiVersion": f"{kube.GROUP}/{kube.VERSION}",
+            "kind": "AgentPool",
+            "metadata": {"name": name, "namespace": STEPS_NAMESPACE},
+            "spec": {
+                "template": {"spec": {"containers": containers}},
+                "agentContainer": "main",
+                "minIdle": 1,
+                "maxAgents": 4,
+                **spec,
+            },
+        }
+        created: dict[str, Any] = await self.objects.create_namespaced_custom_object(
+            kube.GROUP, kube.VERSION, STEPS_NAMESPACE, kube.AGENTPOOLS, body
+        )
+        return created
+
+    async def create(self, name: str, script: str, pool: str = "p", **spec: Any) -> dict[str, Any]:
+        body = {
+            "apiVersion": f"{kube.GROUP}/{kube.VERSION}",
+            "kind": "BuildStep",
+            "metadata": {"name": name, "namespace": STEPS_NAMESPACE},
+            "spec": {"pool": pool, "script": script, **spec},
+        }
+        created: dict[str, Any] = await self.objects.create_namespaced_custom_object(
+            kube.GROUP, kube.VERSION, STEPS_NAMESPACE, kube.BUILDSTEPS, body
+        )
+        return created
+
+    async def delete(self, name: str) -> None:
+        await self.objects.delete_namespaced_custom_object(
+            kube.GROUP, kube.VERSION, STEPS_NAMESPACE, kube.BUILDSTEPS, name
+        )
+
+    async def status(self, name: str) -> dict[str, Any]:
+        try:
+            body = await self.objects.get_namespaced_custom_object(
+                kube.GROUP, kube.VERSION, STEPS_NAMESPACE, kube.BUILDSTEPS, name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return {}
+            raise
+        return dict(body.get("status") or {})
+
+    async def wait_phase(self, name: str, *phases: str, within: float = 30.0) -> dict[str, Any]:
+        async def check() -> dict[str, Any] | None:
+            status = await self.status(name)
+            return status if status.get("phase") in phases else None
+
+        return await eventually(check, within, f"{name} in {phases}")
+
+    async def wait_final(self, *names: str, within: float = 30.0) -> dict[str, dict[str, Any]]:
+        """Each step's status once its final phase is written."""
+        return {name: await self.wait_phase(name, *FINAL_PHASES, within=within) for name in names}
+
+    async def stats(self) -> dict[str, Any]:
+        async with (
+            aiohttp.ClientSession(self.cluster.url) as http,
+            http.get("/sandbox/v1/stats") as response,
+        ):
+            stats: dict[str, Any] = await response.json()
+            return stats
+
+    async def faults(self, faults: dict[str, Any]) -> None:
+        async with (
+            aiohttp.ClientSession(self.cluster.url) as http,
+            http.put("/sandbox/v1/faults", json=faults) as response,
+        ):
+            response.raise_for_status()
+
+    def home(self, pod: str, container: str = "main") -> Path:
+        """The container's directory (its HOME and working directory) in the sandbox."""
+        return Path(self.cluster.state_dir) / "pods" / STEPS_NAMESPACE / pod / container
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], within: float, message: str = "condition"
+) -> T:
+    """Poll `check` (state in the API server: no event to await) until truthy, bounded."""
+    last: T | None = None
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                last = await check()
+                if last:
+                    return last
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(
+            f"timed out after {within:g}s waiting for {message}; last: {last!r}"
+        ) from None

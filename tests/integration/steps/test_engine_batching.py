@@ -1,0 +1,97 @@
+"""The step engine on the sandbox: batching, order, skip semantics, bad input."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from engine_harness import NS, engine_on_sandbox, step_body
+
+from agentpool.config import Config
+
+
+async def test_twenty_steps_of_a_build_share_one_exec_session(tmp_path: Path) -> None:
+    async with engine_on_sandbox(tmp_path) as h:
+        out = h.home("p-0") / "order"
+        for i in range(20):
+            h.create(
+                step_body(f"s{i:02d}", f"echo {i} >> {out}; echo step {i}", build="b", order=i)
+            )
+
+        statuses = await h.wait_final(*[f"s{i:02d}" for i in range(20)])
+        stats = await h.stats()
+        # Read before the sandbox ends: removing the pods removes their directories.
+        order = out.read_text().split()
+
+    assert {s["phase"] for s in statuses.values()} == {"Succeeded"}
+    assert order == [str(i) for i in range(20)]
+    assert statuses["s07"]["logTail"] == "step 7\n"
+    assert statuses["s07"]["exitCode"] == 0
+    assert stats["exec"]["byPool"][f"{NS}/p"]["opened"] == 1
+    assert len({s["session"] for s in statuses.values()}) == 1
+
+
+async def test_steps_arriving_while_the_session_is_open_join_it(tmp_path: Path) -> None:
+    config = Config(build_grace=5.0)
+    async with engine_on_sandbox(
+        tmp_path, pools={"p": ({"sessions": {"linger": "5s"}}, 1)}, config=config
+    ) as h:
+        h.create(step_body("first", "echo one", build="b"))
+        await h.wait_final("first")
+        h.create(step_body("second", "echo two", build="b"))
+        statuses = await h.wait_final("second")
+        stats = await h.stats()
+
+    assert statuses["second"]["phase"] == "Succeeded"
+    assert stats["exec"]["byPool"][f"{NS}/p"]["opened"] == 1
+
+
+async def test_failure_skips_later_steps_but_run_policy_always_runs(tmp_path: Path) -> None:
+    async with engine_on_sandbox(tmp_path) as h:
+        h.create(step_body("a", "echo a", build="b", order=1))
+        h.create(step_body("b", "echo failing; exit 3", build="b", order=2))
+        h.create(step_body("c", "echo c", build="b", order=3))
+        h.create(step_body("d", "echo cleanup", build="b", order=4, runPolicy="Always"))
+        statuses = await h.wait_final("a", "b", "c", "d")
+        h.create(step_body("late", "echo late", build="b", order=0))
+        late = (await h.wait_final("late"))["late"]
+
+    assert [statuses[n]["phase"] for n in "abcd"] == ["Succeeded", "Failed", "Skipped", "Succeeded"]
+    assert (statuses["b"]["reason"], statuses["b"]["exitCode"]) == ("ScriptFailed", 3)
+    assert statuses["c"]["reason"] == "PreviousStepFailed"
+    assert "step b " in statuses["c"]["message"]
+    assert statuses["d"]["logTail"] == "cleanup\n"
+    assert late["phase"] == "Skipped"
+
+
+async def test_bad_input_fails_clearly_and_other_steps_go_on(tmp_path: Path) -> None:
+    async with engine_on_sandbox(tmp_path) as h:
+        h.create(step_body("nocontainer", "echo x", container="missing"))
+        h.create(step_body("blank", "   "))
+        h.create(step_body("fine", "echo fine"))
+        statuses = await h.wait_final("nocontainer", "blank", "fine")
+
+    assert statuses["nocontainer"]["phase"] == "Failed"
+    assert statuses["nocontainer"]["reason"] == "ContainerNotFound"
+    assert "'missing'" in statuses["nocontainer"]["message"]
+    assert (statuses["blank"]["phase"], statuses["blank"]["reason"]) == ("Failed", "InvalidScript")
+    assert statuses["fine"]["phase"] == "Succeeded"
+
+
+async def test_unknown_pool_waits_pending_then_runs_when_it_appears(tmp_path: Path) -> None:
+    async with engine_on_sandbox(tmp_path, pools={"p": ({}, 1)}) as h:
+        h.create(step_body("early", "echo early", pool="later"))
+        await h.wait_until(lambda: h.status("early").get("reason") == "PoolNotFound")
+        pending = h.status("early")
+        from engine_harness import pool_body, start_pods  # noqa: PLC0415
+
+        await start_pods(h.sandbox, "later", ["later-0"])
+        h.agents.add_pool(f"{NS}/later", pool_body("later"), ["later-0"])
+        h.engine.pool_changed(f"{NS}/later")
+        statuses = await h.wait_final("early")
+
+    assert pending["phase"] == "Pending"
+    assert "later" in pending["message"]
+    assert statuses["early"]["phase"] == "Succeeded"
