@@ -1,0 +1,60 @@
+"""`python -m bench [agents|steps|all] [--quick]`: run benchmarks on the sandbox (`make bench`).
+
+Each benchmark is a module of this package with `async def run(out: Path) -> dict`: it prints
+its table, writes `<out>/<name>.json` and refreshes its section of docs/performance.md. A
+benchmark reports correctness failures in the returned document's `failures` list; the command
+exits 1 when any benchmark has one (a slow figure is never a failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.report import RESULTS
+
+BENCHMARKS = ("agents", "steps")
+
+
+async def run_benchmark(name: str, out: Path, quick: bool) -> dict[str, Any]:
+    module = importlib.import_module(f"bench.{name}")
+    if quick and name == "steps":
+        from bench import steps  # noqa: PLC0415
+
+        # A smoke run must not overwrite the published tables.
+        return await steps.run_scaled(out, steps.Scale.quick(), write_doc=False)
+    document: dict[str, Any] = await module.run(out)
+    return document
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("which", nargs="?", default="all", choices=(*BENCHMARKS, "all"))
+    parser.add_argument("--out", type=Path, default=RESULTS, help="directory for <name>.json")
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller workloads; docs/performance.md untouched"
+    )
+    args = parser.parse_args(argv)
+    # kopf logs every handler call at INFO: that would drown the tables.
+    logging.basicConfig(level=logging.WARNING)
+    names = BENCHMARKS if args.which == "all" else (args.which,)
+    failures: list[str] = []
+    for name in names:
+        if importlib.util.find_spec(f"bench.{name}") is None:
+            print(f"skipped {name}: bench/{name}.py is not there yet", file=sys.stderr)
+            continue
+        document = asyncio.run(run_benchmark(name, args.out, args.quick))
+        failures += [f"{name}: {failure}" for failure in document.get("failures") or []]
+    for failure in failures:
+        print(f"FAILED {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

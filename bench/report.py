@@ -1,0 +1,111 @@
+"""Presenting benchmark figures: a rich table on the terminal, JSON results, docs sections.
+
+Every benchmark writes `bench/results/<name>.json` and refreshes its own section of
+docs/performance.md, delimited by `<!-- bench:<name> -->` and `<!-- /bench:<name> -->`, so
+that benchmarks run one at a time (`python -m bench steps`) leave the others' tables alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+PERFORMANCE_DOC = ROOT / "docs" / "performance.md"
+
+DOC_HEADER = """# Performance
+
+Figures measured with `make bench` (`python -m bench`) on the sandbox cluster
+(`agentpool.sandbox`), which counts every request it serves by client (User-Agent) and by pool
+at `/sandbox/v1/stats`. Counts are therefore taken by the API server, not by the operator.
+Sections between `bench:` markers are rewritten by the benchmarks; edit the text outside them.
+"""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One figure in both modes; `met` is None when the figure has no target."""
+
+    figure: str
+    baseline: str
+    candidate: str
+    target: str = ""
+    met: bool | None = None
+
+    @property
+    def verdict(self) -> str:
+        return {True: "yes", False: "NO", None: ""}[self.met]
+
+
+def machine_notes() -> str:
+    return (
+        f"{os.cpu_count()} CPUs ({platform.machine()}, shared and noisy), "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
+
+
+def today() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+    """`columns`: headers of the figure, baseline and candidate columns."""
+    table = Table(title=title, title_justify="left")
+    for header in (*columns, "target", "met"):
+        table.add_column(header, overflow="fold")
+    for row in rows:
+        style = "red" if row.met is False else None
+        table.add_row(row.figure, row.baseline, row.candidate, row.target, row.verdict, style=style)
+    # Wide enough for the figures when piped (rich assumes 80 columns without a terminal).
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table)
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Row]) -> str:
+    headers = [*columns, "target", "met"]
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join("---" for _ in headers) + "|",
+    ]
+    for row in rows:
+        cells = (row.figure, row.baseline, row.candidate, row.target, row.verdict)
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def write_results(name: str, document: dict[str, Any], directory: Path = RESULTS) -> Path:
+    """Write `<directory>/<name>.json` atomically (a half-written file is never read)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
+    partial = path.with_suffix(".json.tmp")
+    partial.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    partial.replace(path)
+    return path
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    """`text` with the `bench:<name>` section set to `body` (appended when absent)."""
+    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    section = f"{begin}\n{body.strip()}\n{end}"
+    start = text.find(begin)
+    stop = text.find(end, start)
+    if start < 0 or stop < 0:
+        return text.rstrip() + "\n\n" + section + "\n"
+    return text[:start] + section + text[stop + len(end) :]
+
+
+def write_section(name: str, body: str, doc: Path = PERFORMANCE_DOC) -> None:
+    text = doc.read_text() if doc.exists() else DOC_HEADER
+    doc.write_text(replace_section(text, name, body))
