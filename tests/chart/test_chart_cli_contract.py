@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import subprocess
 import sys
 from collections.abc import Callable
@@ -14,10 +13,6 @@ import click
 import pytest
 
 Render = Callable[..., list[dict[str, Any]]]
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("agentpool.cli") is None, reason="agentpool.cli is not written yet"
-)
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "default": {},
