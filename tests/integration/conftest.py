@@ -7,6 +7,8 @@ Reuse them from any test under tests/integration/ (pool, steps, surface tests):
   to make profiles faster or slower.
 - ``cluster``: a running :class:`~agentpool.sandbox.cluster.Sandbox` with ``crds/*.yaml``
   installed and established. ``cluster.kubeconfig_path`` and ``cluster.url`` locate it.
+  It runs in a thread with its own event loop (see :class:`SandboxThread`): talk to it
+  over HTTP, never call its coroutines or touch its store from the test.
 - ``kube_api``: a kubernetes_asyncio ``ApiClient`` for the test's own requests. It sends
   the User-Agent ``agentpool-tests``, so the sandbox's stats keep them apart from the
   operator's (``agentpool-operator/<version>``).
@@ -14,8 +16,10 @@ Reuse them from any test under tests/integration/ (pool, steps, surface tests):
   cluster's kubeconfig, namespace ``default``, standalone, metrics on a random port, no
   liveness endpoint, a short image pull grace. Override it in a module to change settings.
 - ``start_operator``: ``op = await start_operator(config=None)`` starts one more operator
-  (``kopf.operator`` in this event loop) and returns a :class:`RunningOperator` once kopf
-  is ready: ``op.runtime`` (the Runtime: ``.pools``, ``.quotas``, ``.telemetry.url``),
+  (``kopf.operator`` in a thread with its own event loop) and returns a
+  :class:`RunningOperator` once kopf is ready: ``op.runtime`` (the Runtime: ``.pools``,
+  ``.quotas``, ``.telemetry.url``), ``await op.call(lambda: coroutine)`` to run a
+  coroutine in the operator's loop (e.g. ``op.runtime.pools.acquire``), and
   ``await op.stop()``. Every operator still running is stopped at teardown.
 - ``operator``: one operator started with ``operator_config``.
 
@@ -28,9 +32,9 @@ Reuse them from any test under tests/integration/ (pool, steps, surface tests):
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import concurrent.futures
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -89,9 +93,54 @@ def sandbox_time_scale() -> float:
     return 1.0
 
 
+class SandboxThread:
+    """A Sandbox served by its own event loop in a background thread.
+
+    kopf, when an in-process operator stops, waits 5 s for every task created after its
+    start and then cancels them all: with the sandbox in the same loop, that would be the
+    simulated kubelet's pod tasks and the API server's connection handlers. In a thread
+    of its own the sandbox is out of kopf's reach (and a stopped operator stops at once).
+    Tests only talk to it over HTTP and read plain attributes (url, kubeconfig_path,
+    state_dir) of the Sandbox object.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._started: concurrent.futures.Future[Sandbox] = concurrent.futures.Future()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._main, name="sandbox", daemon=True)
+
+    def _main(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            async with Sandbox(**self._options) as sandbox:
+                self._started.set_result(sandbox)
+                await self._stop.wait()
+        except BaseException as error:
+            if not self._started.done():
+                self._started.set_exception(error)
+            raise
+
+    async def start(self) -> Sandbox:
+        self._thread.start()
+        return await asyncio.wrap_future(self._started)
+
+    async def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        await asyncio.to_thread(self._thread.join, STOP_WITHIN)
+
+
 @pytest.fixture
 async def cluster(tmp_path: Path, sandbox_time_scale: float) -> AsyncIterator[Sandbox]:
-    async with Sandbox(state_dir=tmp_path / "sandbox", time_scale=sandbox_time_scale) as sandbox:
+    served = SandboxThread(state_dir=tmp_path / "sandbox", time_scale=sandbox_time_scale)
+    sandbox = await served.start()
+    try:
         api = kube.new_api_client(await kube.load_configuration(str(sandbox.kubeconfig_path)))
         try:
             extensions = ApiextensionsV1Api(api)
@@ -100,6 +149,8 @@ async def cluster(tmp_path: Path, sandbox_time_scale: float) -> AsyncIterator[Sa
         finally:
             await api.close()
         yield sandbox
+    finally:
+        await served.stop()
 
 
 @pytest.fixture
@@ -122,24 +173,77 @@ def operator_config(cluster: Sandbox) -> Config:
     )
 
 
-@dataclass
 class RunningOperator:
-    """An operator running in this event loop; `runtime` is its Runtime."""
+    """An operator running in a thread with its own event loop; `runtime` is its Runtime.
 
-    memo: kopf.Memo
-    task: asyncio.Task[None]
-    stop_flag: asyncio.Event = field(default_factory=asyncio.Event)
+    Why a thread: when kopf stops in-process, it waits 5 s for every task created after its
+    start (the test's own task among them) and then cancels them. In a loop of its own the
+    operator stops at once and cancels nothing of the test's, as a separate process would.
+    Read plain state of `runtime` freely; run its coroutines with `call`.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.memo = kopf.Memo()
+        self.stop_flag = threading.Event()
+        self.ready_flag = threading.Event()
+        self.done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._main, name="operator", daemon=True)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as error:
+            self.done.set_exception(error)
+        else:
+            self.done.set_result(None)
+
+    async def _serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await run_operator(
+            self.config,
+            stop_flag=self.stop_flag,
+            ready_flag=self.ready_flag,
+            memo=self.memo,
+            metrics_host="127.0.0.1",
+        )
+
+    async def start(self) -> None:
+        self._thread.start()
+        ready = asyncio.ensure_future(asyncio.to_thread(self.ready_flag.wait, STARTUP_WITHIN))
+        done = asyncio.wrap_future(self.done)
+        await asyncio.wait({ready, done}, return_when=asyncio.FIRST_COMPLETED)
+        if self.done.done():
+            await ready
+            self.done.result()  # raises what stopped the operator
+            raise AssertionError("the operator exited during startup")
+        if not await ready:
+            raise AssertionError(f"the operator was not ready within {STARTUP_WITHIN:g}s")
 
     @property
     def runtime(self) -> Runtime:
         runtime: Runtime = self.memo.runtime
         return runtime
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    async def call(self, function: Callable[[], Awaitable[T]]) -> T:
+        """Await `function()` in the operator's event loop (e.g. `runtime.pools.acquire`)."""
+        assert self.loop is not None
+
+        async def run() -> T:
+            return await function()
+
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), self.loop))
+
     async def stop(self) -> None:
         self.stop_flag.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            async with asyncio.timeout(STOP_WITHIN):
-                await self.task
+        async with asyncio.timeout(STOP_WITHIN):
+            await asyncio.wrap_future(self.done)
+        await asyncio.to_thread(self._thread.join, STOP_WITHIN)
 
 
 StartOperator = Callable[..., Awaitable[RunningOperator]]
@@ -150,32 +254,14 @@ async def start_operator(operator_config: Config) -> AsyncIterator[StartOperator
     running: list[RunningOperator] = []
 
     async def start(config: Config | None = None) -> RunningOperator:
-        memo = kopf.Memo()
-        stop_flag = asyncio.Event()
-        ready_flag = asyncio.Event()
-        task = asyncio.create_task(
-            run_operator(
-                config or operator_config,
-                stop_flag=stop_flag,
-                ready_flag=ready_flag,
-                memo=memo,
-                metrics_host="127.0.0.1",
-            )
-        )
-        op = RunningOperator(memo=memo, task=task, stop_flag=stop_flag)
+        op = RunningOperator(config or operator_config)
         running.append(op)
-        ready = asyncio.create_task(ready_flag.wait())
-        async with asyncio.timeout(STARTUP_WITHIN):
-            await asyncio.wait({ready, task}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            ready.cancel()
-            task.result()  # raises what stopped the operator
-            raise AssertionError("the operator exited during startup")
+        await op.start()
         return op
 
     yield start
     for op in running:
-        if not op.task.done():
+        if op.running:
             await op.stop()
 
 
