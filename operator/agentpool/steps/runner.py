@@ -196,7 +196,7 @@ class BuildRunner:
         self.ctx.finished(run, outcome)
 
     def _reject(self, run: StepRun, reason: str, message: str) -> None:
-        self.ctx.event(run, reason, message)
+        # The engine records the Warning Event of every non-script failure.
         self._finish(run, Outcome(StepPhase.FAILED, reason, message))
 
     async def _wait_for_pool(self) -> None:

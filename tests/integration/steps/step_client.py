@@ -47,6 +47,18 @@ class BuildSteps:
         )
         return created
 
+    async def wait_agents(self, pool: str, idle: int, within: float = 20.0) -> None:
+        """Until the pool's status reports `idle` started idle agents."""
+
+        async def check() -> bool:
+            body = await self.objects.get_namespaced_custom_object(
+                kube.GROUP, kube.VERSION, STEPS_NAMESPACE, kube.AGENTPOOLS, pool
+            )
+            agents = (body.get("status") or {}).get("agents") or {}
+            return int(agents.get("idle") or 0) >= idle
+
+        await eventually(check, within, f"{idle} idle agents in pool {pool}")
+
     async def create(self, name: str, script: str, pool: str = "p", **spec: Any) -> dict[str, Any]:
         body = {
             "apiVersion": f"{kube.GROUP}/{kube.VERSION}",
