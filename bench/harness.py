@@ -18,6 +18,8 @@ import asyncio
 import contextlib
 import json
 import math
+import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -95,6 +97,41 @@ async def sandbox_process(state_dir: Path, time_scale: float) -> AsyncIterator[C
         except TimeoutError:
             process.kill()
             await process.wait()
+        reap(processes_under(state_dir))
+
+
+# --- processes the sandbox's containers left behind -------------------------------------------
+
+
+def _cmdline(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+    return ""
+
+
+def processes_under(directory: Path, marker: str = "") -> list[int]:
+    """Pids whose command line names a path under `directory` (and contains `marker`).
+
+    Steps detach with setsid, so they leave the process groups the sandbox kills with a pod;
+    in a real cluster the container's PID namespace would end them. Their command lines name
+    their state directory, which lives under the sandbox's.
+    """
+    root = str(directory.resolve())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            line = _cmdline(int(entry.name))
+            if root in line and marker in line:
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+def reap(pids: Iterable[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @contextlib.asynccontextmanager

@@ -41,6 +41,7 @@ from bench.harness import (
     operator_config,
     parse_time,
     percentile,
+    processes_under,
     running_operator,
     sandbox_process,
 )
@@ -66,8 +67,8 @@ WARM_WITHIN = 60.0
 class Scale:
     chain_steps: int = 20
     latency_steps: int = 100
-    steady_builds: int = 40
-    steady_steps: int = 10
+    steady_builds: int = 4
+    steady_steps: int = 50
     quota_builds: int = 100
     quota_steps: int = 10
     agents: int = 4
@@ -75,7 +76,7 @@ class Scale:
     @classmethod
     def quick(cls) -> Scale:
         """A smoke run of the same workloads, for checking the harness."""
-        return cls(latency_steps=20, steady_builds=8, quota_builds=12)
+        return cls(latency_steps=20, steady_steps=20, quota_builds=12)
 
 
 @dataclass
@@ -217,7 +218,14 @@ class ModeRun:
         return await self.measure(pool, names, started, within)
 
 
-async def run_mode(batching: bool, scale: Scale, workdir: Path) -> dict[str, Workload]:
+@dataclass
+class ModeResult:
+    workloads: dict[str, Workload]
+    # Step keeper processes still alive once every step had finished and the operator stopped.
+    leftover_keepers: int
+
+
+async def run_mode(batching: bool, scale: Scale, workdir: Path) -> ModeResult:
     """Fresh sandbox + operator in this mode; every workload, in order."""
     pools = {
         "chain": _pool("chain", 1),
@@ -230,8 +238,9 @@ async def run_mode(batching: bool, scale: Scale, workdir: Path) -> dict[str, Wor
             apiConnections={"max": QUOTA_MAX, "queueTimeout": "5m"},
         ),
     }
+    state_dir = workdir / ("batching" if batching else "baseline")
     async with (
-        sandbox_process(workdir / ("batching" if batching else "baseline"), TIME_SCALE) as cluster,
+        sandbox_process(state_dir, TIME_SCALE) as cluster,
         BenchClient(cluster) as client,
         StepWatch(client) as steps,
         PoolWatch(client) as pool_watch,
@@ -254,7 +263,8 @@ async def run_mode(batching: bool, scale: Scale, workdir: Path) -> dict[str, Wor
                     "quota", scale.quota_builds, scale.quota_steps, within=600
                 ),
             }
-    return results
+        leftovers = processes_under(state_dir, ".keeper-")
+    return ModeResult(results, len(leftovers))
 
 
 # --- comparison ------------------------------------------------------------------------------
@@ -264,10 +274,8 @@ def _ms(value: float) -> str:
     return f"{value:.1f} ms"
 
 
-def compare(
-    baseline: dict[str, Workload], batching: dict[str, Workload], scale: Scale
-) -> list[Row]:
-    b, c = baseline, batching
+def compare(baseline: ModeResult, batching: ModeResult, scale: Scale) -> list[Row]:
+    b, c = baseline.workloads, batching.workloads
     ratio = (
         c["steady"].steps_per_second / b["steady"].steps_per_second
         if b["steady"].steps_per_second
@@ -340,13 +348,21 @@ def compare(
             f"{_ms(b['steady'].latency(0.5))} / {_ms(b['steady'].latency(0.99))}",
             f"{_ms(c['steady'].latency(0.5))} / {_ms(c['steady'].latency(0.99))}",
         ),
+        Row(
+            "step keeper processes left after all steps finished",
+            str(baseline.leftover_keepers),
+            str(batching.leftover_keepers),
+            "0",
+            baseline.leftover_keepers == 0 and batching.leftover_keepers == 0,
+        ),
     ]
 
 
-def correctness_failures(results: dict[str, dict[str, Workload]]) -> list[str]:
+def correctness_failures(results: dict[str, ModeResult]) -> list[str]:
     """What must hold in both modes whatever the speed: every step ran and the cap held."""
     failures = []
-    for mode, workloads in results.items():
+    for mode, result in results.items():
+        workloads = result.workloads
         for name, workload in workloads.items():
             if not workload.all_succeeded:
                 failures.append(
@@ -379,7 +395,8 @@ filtered by the operator's User-Agent (`{OPERATOR_CLIENT}`), so the benchmark's 
 
 - (a) one build of {scale.chain_steps} steps created together on one warm agent.
 - (b), (e) {scale.steady_builds} builds x {scale.steady_steps} steps on {scale.agents} warm
-  agents, all created at once; requests include every operator request in that window (step
+  agents (one build per agent: steady state, no agent hand-over), all created at once;
+  requests include every operator request in that window (step
   status writes, exec sessions, pool status, Events). Throughput is steps / (last
   `finishedAt` - first create call).
 - (c) {scale.quota_builds} builds x {scale.quota_steps} steps on {scale.agents} warm agents of
@@ -418,8 +435,11 @@ async def run_scaled(out: Path, scale: Scale, write_doc: bool = True) -> dict[st
         "scale": asdict(scale),
         "settings": {"timeScale": TIME_SCALE, "buildGrace": BUILD_GRACE, "quotaMax": QUOTA_MAX},
         "modes": {
-            mode: {name: w.summary() for name, w in workloads.items()}
-            for mode, workloads in results.items()
+            mode: {
+                "workloads": {name: w.summary() for name, w in result.workloads.items()},
+                "leftoverKeepers": result.leftover_keepers,
+            }
+            for mode, result in results.items()
         },
         "table": [asdict(row) for row in rows],
         "failures": failures,
