@@ -156,3 +156,13 @@ def test_explain_a_builtin_kind(cluster: Cluster) -> None:
     out = cluster.ok("explain", "pod.spec.containers.image")
 
     assert "FIELD: image <string>" in out
+
+
+def test_openapi_v2_is_served_as_json_only(cluster: Cluster) -> None:
+    """A documented difference: kubectl's protobuf-only v2 request gets 406, not bad protobuf."""
+    raw = json.loads(cluster.ok("get", "--raw", "/openapi/v2"))
+
+    refused = cluster.kubectl("explain", "pod.spec", "--output=plaintext-openapiv2")
+
+    assert raw["swagger"] == "2.0"
+    assert refused.returncode != 0 and "NotAcceptable" in refused.stderr

@@ -72,6 +72,42 @@ def _accepts(request: web.Request, marker: str) -> bool:
     return marker in request.headers.get("Accept", "")
 
 
+def _quality(params: list[str]) -> float:
+    for param in params:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "q":
+            try:
+                return float(value)
+            except ValueError:
+                return 0.0
+    return 1.0
+
+
+def json_acceptable(accept: str) -> bool:
+    """Whether an `Accept` header admits JSON, negotiated as the OpenAPI handlers do.
+
+    Kubernetes serves OpenAPI as JSON or protobuf and answers 406 when the client accepts
+    neither. The sandbox has JSON only: a client that asks for protobuf alone (client-go's
+    `OpenAPISchema`) must get 406, not JSON it would then fail to parse as protobuf.
+    """
+    if not accept.strip():
+        return True
+    for clause in accept.split(","):
+        media, *params = clause.split(";")
+        kind, _, sub = media.strip().lower().partition("/")
+        if kind in ("application", "*") and sub in ("json", "*") and _quality(params) > 0:
+            return True
+    return False
+
+
+def _not_acceptable(request: web.Request) -> web.Response | None:
+    if json_acceptable(request.headers.get("Accept", "")):
+        return None
+    # Worded like the API server's own content negotiation failure.
+    message = "only the following media types are accepted: application/json"
+    return error_response(ApiError(406, "NotAcceptable", message))
+
+
 def _with_version(rtype: ResourceType, obj: Obj) -> Obj:
     """Objects read through another served version: same content, that apiVersion."""
     if obj.get("apiVersion") == rtype.api_version:
@@ -135,18 +171,24 @@ class ApiServer:
         return items
 
     async def openapi_v2(self, request: web.Request) -> web.Response:
+        if refused := _not_acceptable(request):
+            return refused
         try:
             return respond(self._openapi_model().v2_document())
         except ApiError as exc:
             return error_response(exc)
 
     async def openapi_v3_index(self, request: web.Request) -> web.Response:
+        if refused := _not_acceptable(request):
+            return refused
         try:
             return respond(self._openapi_model().v3_index())
         except ApiError as exc:
             return error_response(exc)
 
     async def openapi_v3(self, request: web.Request) -> web.Response:
+        if refused := _not_acceptable(request):
+            return refused
         try:
             document = self._openapi_model().v3_document(request.match_info["path"])
         except ApiError as exc:

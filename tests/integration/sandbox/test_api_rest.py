@@ -59,6 +59,24 @@ async def test_version_and_health(http: aiohttp.ClientSession) -> None:
     assert (status, version["major"], ready) == (200, "1", "ok")
 
 
+OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+
+
+async def test_openapi_v2_for_protobuf_only_is_not_acceptable(http: aiohttp.ClientSession) -> None:
+    status, body = await call(http, "GET", "/openapi/v2", headers={"Accept": OPENAPI_V2_PROTOBUF})
+
+    assert (status, body["reason"]) == (406, "NotAcceptable")
+
+
+@pytest.mark.parametrize("accept", ["application/json, */*", f"{OPENAPI_V2_PROTOBUF}, */*", ""])
+async def test_openapi_v2_is_json_when_json_is_acceptable(
+    http: aiohttp.ClientSession, accept: str
+) -> None:
+    status, body = await call(http, "GET", "/openapi/v2", headers={"Accept": accept})
+
+    assert (status, body["swagger"]) == (200, "2.0")
+
+
 async def test_core_discovery_lists_pods_with_subresources(http: aiohttp.ClientSession) -> None:
     _, versions = await call(http, "GET", "/api")
     _, resources = await call(http, "GET", "/api/v1")

@@ -20,6 +20,7 @@ from agentpool.sandbox.definitions import PatchMeta, patch_merge_keys
 from agentpool.sandbox.openapi import OpenApi, custom_component_name
 from agentpool.sandbox.openapi import group_version_path as openapi_path
 from agentpool.sandbox.resources import BUILTINS
+from agentpool.sandbox.server import json_acceptable
 
 ROOT = Path(__file__).resolve().parents[3]
 CORE = "api/v1"
@@ -331,3 +332,21 @@ def test_patch_merge_keys_for_strategic_merge() -> None:
         == (pods["spec.containers"])
     )
     assert patch_merge_keys("widgets.example.dev") == {}
+
+
+@pytest.mark.parametrize(
+    ("accept", "acceptable"),
+    [
+        ("", True),
+        ("application/json", True),
+        ("application/json, */*", True),
+        ("application/*", True),
+        ("*/*;q=0.1", True),
+        ("application/com.github.proto-openapi.spec.v2@v1.0+protobuf", False),
+        ("application/com.github.proto-openapi.spec.v3@v1.0+protobuf", False),
+        ("application/yaml", False),
+        ("application/json;q=0", False),
+    ],
+)
+def test_openapi_is_served_only_when_json_is_acceptable(accept: str, acceptable: bool) -> None:
+    assert json_acceptable(accept) is acceptable
