@@ -57,7 +57,13 @@ class Pools:
     async def patch_spec(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         """Merge-patch the pool's spec (a new generation)."""
         patched: dict[str, Any] = await self._objects.patch_namespaced_custom_object(
-            kube.GROUP, kube.VERSION, NAMESPACE, kube.AGENTPOOLS, name, {"spec": spec}
+            kube.GROUP,
+            kube.VERSION,
+            NAMESPACE,
+            kube.AGENTPOOLS,
+            name,
+            {"spec": spec},
+            _content_type="application/merge-patch+json",
         )
         return patched
 
