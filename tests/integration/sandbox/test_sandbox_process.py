@@ -1,0 +1,147 @@
+"""`python -m agentpool.sandbox` as a user runs it: its options, kubectl against it, Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+KUBECTL = Path(sys.executable).parent / "kubectl"
+DEADLINE = 30.0
+PROFILES = """\
+profiles:
+  instant:
+    description: Running and ready at once.
+    steps:
+      - phase: Running
+        conditions: {PodScheduled: "True", Initialized: "True", ContainersReady: "True", Ready: "True"}
+        containers: {state: running, ready: true}
+"""
+POD = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: worker
+  annotations: {sandbox.agentpool.dev/profile: instant}
+spec:
+  containers:
+  - name: main
+    image: busybox
+    # `$$$$` is the shell's `$$` once the kubelet has expanded `$(VAR)` references.
+    command: [sh, -c, 'echo $$$$ > main.pid; exec sleep 1000']
+"""
+
+
+@dataclass
+class Served:
+    process: asyncio.subprocess.Process
+    printed: str
+    kubeconfig: Path
+    state_dir: Path
+    port: int
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A killed child of the exited sandbox is reaped by init; a zombie counts as gone.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(") ", 1)[1][0] != "Z"
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    try:
+        async with asyncio.timeout(DEADLINE):
+            while not await check():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        pytest.fail(f"{what} within {DEADLINE} s")
+
+
+async def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
+    process = await asyncio.create_subprocess_exec(
+        str(KUBECTL),
+        f"--kubeconfig={kubeconfig}",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(DEADLINE):
+        out, err = await process.communicate(stdin.encode() if stdin else None)
+    assert process.returncode == 0, f"kubectl {' '.join(args)}: {err.decode()}"
+    return out.decode()
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    profiles = tmp_path / "profiles.yaml"
+    profiles.write_text(PROFILES)
+    kubeconfig, state_dir, port = tmp_path / "config" / "kubeconfig", tmp_path / "state", free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agentpool.sandbox",
+        f"--port={port}",
+        f"--kubeconfig={kubeconfig}",
+        f"--profiles={profiles}",
+        f"--state-dir={state_dir}",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(DEADLINE):
+            printed = (await process.stdout.readline()).decode().strip()
+        yield Served(process, printed, kubeconfig, state_dir, port)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_prints_the_kubeconfig_it_wrote_for_the_chosen_port(served: Served) -> None:
+    config = yaml.safe_load(served.kubeconfig.read_text())
+
+    namespaces = await kubectl(served.kubeconfig, "get", "namespaces", "-o=name")
+
+    assert served.printed == str(served.kubeconfig)
+    assert config["clusters"][0]["cluster"]["server"] == f"http://127.0.0.1:{served.port}"
+    assert "namespace/default" in namespaces.split()
+
+
+async def test_runs_pods_from_the_profiles_file_and_stops_them_on_interrupt(
+    served: Served,
+) -> None:
+    await kubectl(served.kubeconfig, "apply", "-f", "-", stdin=POD)
+    pid_file = served.state_dir / "pods" / "default" / "worker" / "main" / "main.pid"
+    await eventually(
+        lambda: asyncio.to_thread(lambda: pid_file.is_file() and pid_file.read_text().endswith("\n")),
+        "the container's main process did not start",
+    )
+    pid = int(pid_file.read_text())
+
+    served.process.send_signal(signal.SIGINT)
+    async with asyncio.timeout(DEADLINE):
+        code = await served.process.wait()
+
+    assert code == 0
+    await eventually(
+        lambda: asyncio.to_thread(lambda: not alive(pid)), "the container process outlived it"
+    )
