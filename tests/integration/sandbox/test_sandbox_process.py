@@ -10,10 +10,12 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+Until = Callable[..., Awaitable[Any]]
 KUBECTL = Path(sys.executable).parent / "kubectl"
 DEADLINE = 30.0
 PROFILES = """\
@@ -22,7 +24,7 @@ profiles:
     description: Running and ready at once.
     steps:
       - phase: Running
-        conditions: {PodScheduled: "True", Initialized: "True", ContainersReady: "True", Ready: "True"}
+        conditions: {PodScheduled: "True", ContainersReady: "True", Ready: "True"}
         containers: {state: running, ready: true}
 """
 POD = """\
@@ -66,15 +68,6 @@ def alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split(") ", 1)[1][0] != "Z"
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    try:
-        async with asyncio.timeout(DEADLINE):
-            while not await check():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        pytest.fail(f"{what} within {DEADLINE} s")
-
-
 async def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
     process = await asyncio.create_subprocess_exec(
         str(KUBECTL),
@@ -94,7 +87,7 @@ async def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str
 async def served(tmp_path: Path) -> AsyncIterator[Served]:
     profiles = tmp_path / "profiles.yaml"
     profiles.write_text(PROFILES)
-    kubeconfig, state_dir, port = tmp_path / "config" / "kubeconfig", tmp_path / "state", free_port()
+    kubeconfig, state_dir, port = tmp_path / "cfg" / "kubeconfig", tmp_path / "state", free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -127,14 +120,15 @@ async def test_prints_the_kubeconfig_it_wrote_for_the_chosen_port(served: Served
 
 
 async def test_runs_pods_from_the_profiles_file_and_stops_them_on_interrupt(
-    served: Served,
+    served: Served, until: Until
 ) -> None:
     await kubectl(served.kubeconfig, "apply", "-f", "-", stdin=POD)
     pid_file = served.state_dir / "pods" / "default" / "worker" / "main" / "main.pid"
-    await eventually(
-        lambda: asyncio.to_thread(lambda: pid_file.is_file() and pid_file.read_text().endswith("\n")),
-        "the container's main process did not start",
-    )
+
+    async def started() -> bool:
+        return pid_file.is_file() and pid_file.read_text().endswith("\n")
+
+    await until(started, DEADLINE, "the container's main process to write its pid")
     pid = int(pid_file.read_text())
 
     served.process.send_signal(signal.SIGINT)
@@ -142,6 +136,8 @@ async def test_runs_pods_from_the_profiles_file_and_stops_them_on_interrupt(
         code = await served.process.wait()
 
     assert code == 0
-    await eventually(
-        lambda: asyncio.to_thread(lambda: not alive(pid)), "the container process outlived it"
-    )
+
+    async def gone() -> bool:
+        return not alive(pid)
+
+    await until(gone, DEADLINE, "the container process to end with the sandbox")
