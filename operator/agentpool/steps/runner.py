@@ -122,6 +122,8 @@ class BuildRunner:
         self.lease: Lease | None = None
         self._sessions: dict[tuple[str, str], _OpenSession] = {}
         self._pending_pool: set[str] = set()
+        # The first step on a new lease waits for its batch window; later ones never do.
+        self._gathered = False
 
     # --- queue ------------------------------------------------------------------------
 
@@ -151,6 +153,7 @@ class BuildRunner:
     async def run(self, done: Callable[[BuildRunner], bool]) -> None:
         """Run until the build has had nothing to do for its grace; `done` removes it (and
         says False if work arrived meanwhile)."""
+        tried_lease = False
         try:
             while True:
                 decision = self.queue.next()
@@ -176,6 +179,19 @@ class BuildRunner:
                         f"{', '.join(spec.container_names)}); set spec.container to one of them",
                     )
                     continue
+                if not run.submitted and run.recovered_agent is None:
+                    # Steps of the build keep arriving while it waits for an agent or gathers
+                    # a batch (the initial listing even comes sorted by name): decide again.
+                    if self.lease is None and not tried_lease:
+                        tried_lease = True
+                        with contextlib.suppress(InfrastructureFailure):
+                            await self._ensure_lease()  # the attempt reports a failure
+                        continue
+                    if not self._gathered:
+                        self._gathered = True
+                        if await self._gather(run, spec):
+                            continue
+                tried_lease = False
                 self.running = run
                 try:
                     outcome = await self._run_step(run, container, spec)
@@ -429,6 +445,7 @@ class BuildRunner:
 
     async def _release_lease(self) -> None:
         lease, self.lease = self.lease, None
+        self._gathered = False
         if lease is None:
             return
         spec = self.ctx.agents.pool_spec(self.pool)
@@ -478,22 +495,18 @@ class BuildRunner:
         self.ctx.metrics.exec_sessions_open.labels(pool=self.pool).inc()
         opened = _OpenSession(session, slot, quota, self.pool)
         self._sessions[key] = opened
-        await self._batch_window(run)
         return opened
 
-    async def _batch_window(self, run: StepRun) -> None:
-        """A new session's first write waits until the batch window of the oldest queued step
-        has passed, so steps created together start in their order; opening the session
-        already used most of that time."""
-        spec = self.ctx.agents.pool_spec(self.pool)
-        if spec is None or not self.ctx.batching or run.submitted:
-            return
-        queued = [s.enqueued_at for s in self.steps.values() if s.enqueued_at]
-        if not queued:
-            return
-        remaining = min(queued) + spec.sessions.batch_window - asyncio.get_running_loop().time()
-        if remaining > 0:
-            await asyncio.sleep(remaining)
+    async def _gather(self, run: StepRun, spec: AgentPoolSpec) -> bool:
+        """Wait out the rest of the step's batch window, so that steps created together are
+        all seen, and start in their order; True when it waited (decide again)."""
+        if not run.enqueued_at:
+            return False
+        remaining = run.enqueued_at + spec.sessions.batch_window - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            return False
+        await asyncio.sleep(remaining)
+        return True
 
     async def _open_stream(self, namespace: str, pod: str, container: str) -> Any:
         if self.ctx.open_stream is not None:
