@@ -1,8 +1,9 @@
 """Decoding the Kubernetes protobuf request bodies kubectl's typed commands send.
 
 `kubectl create namespace|configmap|secret|serviceaccount` post protobuf (`k8s\\0` + a
-`runtime.Unknown` envelope) and do not fall back to JSON. The sandbox decodes those kinds
-with hand-written field tables; other kinds answer 415.
+`runtime.Unknown` envelope) and do not fall back to JSON; Helm's Secret release storage deletes
+with a protobuf `DeleteOptions`. The sandbox decodes those kinds with hand-written field
+tables; other kinds answer 415.
 """
 
 from __future__ import annotations
@@ -74,7 +75,17 @@ TABLES: dict[str, Table] = {
         5: ("apiVersion", "string"),
     },
     "LocalObjectReference": {1: ("name", "string")},
+    # Helm's release storage deletes its Secrets with a protobuf DeleteOptions body.
+    "DeleteOptions": {
+        1: ("gracePeriodSeconds", "varint"),
+        2: ("preconditions", "Preconditions"),
+        3: ("orphanDependents", "bool"),
+        4: ("propagationPolicy", "string"),
+        5: ("dryRun", "list:string"),
+    },
+    "Preconditions": {1: ("uid", "string"), 2: ("resourceVersion", "string")},
 }
+_NOT_TOP_LEVEL = ("Unknown", "TypeMeta", "ObjectMeta", "Preconditions")
 _MAP_ENTRY: Table = {1: ("key", "string"), 2: ("value", "raw")}
 
 
@@ -157,12 +168,12 @@ def decode(body: bytes) -> dict[str, Any]:
         envelope = decode_message(body[len(MAGIC) :], "Unknown")
         type_meta = envelope.get("typeMeta", {})
         kind = type_meta.get("kind", "")
-        if kind not in TABLES or kind in ("Unknown", "TypeMeta", "ObjectMeta"):
+        if kind not in TABLES or kind in _NOT_TOP_LEVEL:
             raise ApiError(
                 415,
                 "UnsupportedMediaType",
-                f"the sandbox decodes protobuf only for ConfigMap, Secret, Namespace and "
-                f"ServiceAccount; send {kind or 'this object'} as JSON",
+                f"the sandbox decodes protobuf only for ConfigMap, Secret, Namespace, "
+                f"ServiceAccount and DeleteOptions; send {kind or 'this object'} as JSON",
             )
         raw = base64.b64decode(envelope.get("raw", ""))
         obj = decode_message(raw, kind)

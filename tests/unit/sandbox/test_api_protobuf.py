@@ -1,4 +1,4 @@
-"""Decoding kubectl's protobuf bodies for the kinds `kubectl create <kind>` sends."""
+"""Decoding the protobuf bodies `kubectl create <kind>` and Helm's release storage send."""
 
 from __future__ import annotations
 
@@ -36,6 +36,21 @@ def test_empty_strings_are_omitted_like_go_json() -> None:
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {"name": "n1"},
+    }
+
+
+def test_decodes_delete_options_with_preconditions_and_policy() -> None:
+    preconditions = field(1, b"uid-1") + field(2, b"42")
+    options = field(2, preconditions) + field(4, b"Foreground") + field(5, b"All")
+
+    decoded = decode(envelope("DeleteOptions", options))
+
+    assert decoded == {
+        "apiVersion": "v1",
+        "kind": "DeleteOptions",
+        "preconditions": {"uid": "uid-1", "resourceVersion": "42"},
+        "propagationPolicy": "Foreground",
+        "dryRun": ["All"],
     }
 
 
