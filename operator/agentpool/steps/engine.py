@@ -107,13 +107,13 @@ class StepEngine:
         namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
         uid = str(meta.get("uid", ""))
         if event_type == "DELETED" or meta.get("deletionTimestamp"):
-            self._deleted(namespace, name, uid)
+            self._deleted(namespace, name, uid, gone=event_type == "DELETED")
             return
         known = self._index.get((namespace, name))
         if known is not None:
             if known[0] == uid:
                 return  # mostly the echo of our own status writes
-            self._deleted(namespace, name, known[0])  # replaced by a new object, same name
+            self._deleted(namespace, name, known[0], gone=True)  # replaced: same name, new uid
         if uid in self._finished_uids:
             return
         status = body.get("status") or {}
@@ -207,8 +207,8 @@ class StepEngine:
             fields["startedAt"] = rfc3339(run.started_at)
         if outcome.phase is StepPhase.FAILED and outcome.reason not in ("ScriptFailed",):
             self._event(run, outcome.reason, outcome.message)
-        if run.deleted.is_set():
-            # The object is gone: a status write would only answer 404.
+        if run.gone:
+            # A status write would only answer 404.
             self.writer.forget(run.namespace, run.name)
         else:
             self.writer.update(run.namespace, run.name, run.pool, fields, delay=0.0)
@@ -279,19 +279,26 @@ class StepEngine:
                 message = "the operator's build runner failed; see the operator's log"
                 self._finished(run, Outcome(StepPhase.FAILED, "InternalError", message))
 
-    def _deleted(self, namespace: str, name: str, uid: str) -> None:
+    def _deleted(self, namespace: str, name: str, uid: str, *, gone: bool) -> None:
+        """Deleting a BuildStep cancels it: dropped if queued, its process group killed if
+        running. While finalizers keep the object (`gone` False) it ends up `Cancelled`."""
         known = self._index.get((namespace, name))
         if known is None or (uid and known[0] != uid):
-            self.writer.forget(namespace, name)
+            if gone:
+                self.writer.forget(namespace, name)
             return
         runner = self._runners.get(known[1])
-        if runner is not None and runner.cancel(name):
-            if runner.running is None or runner.running.name != name:
-                self._index.pop((namespace, name), None)
-                self.writer.forget(namespace, name)
-        else:
+        run = runner.steps.get(name) if runner is not None else None
+        if runner is None or run is None:
             self._index.pop((namespace, name), None)
-            self.writer.forget(namespace, name)
+            if gone:
+                self.writer.forget(namespace, name)
+            return
+        run.gone = run.gone or gone
+        if runner.cancel(name):
+            message = "the BuildStep was deleted before it ran"
+            self._finished(run, Outcome(StepPhase.CANCELLED, "Deleted", message))
+        # A running step ends through its runner, once its process group is killed.
 
     # --- queries ------------------------------------------------------------------------
 

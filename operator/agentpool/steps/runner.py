@@ -133,15 +133,17 @@ class BuildRunner:
         self.wake.set()
 
     def cancel(self, name: str) -> bool:
-        """The BuildStep was deleted: drop it if queued, kill it if running."""
+        """The BuildStep was deleted: kill it if running (its attempt then ends `Cancelled`);
+        True when it was only queued and is now dropped (the caller finishes it)."""
         run = self.steps.get(name)
         if run is None:
             return False
         run.deleted.set()
-        if self.running is not run:
-            self.queue.remove(name)
-            del self.steps[name]
         self.wake.set()
+        if self.running is run:
+            return False
+        self.queue.remove(name)
+        del self.steps[name]
         return True
 
     @property

@@ -54,6 +54,7 @@ class StepRun:
     started_at: datetime | None = None
     submitted: bool = False  # a run message may have reached an agent: never re-run blindly
     deleted: asyncio.Event = field(default_factory=asyncio.Event)
+    gone: bool = False  # deleted and no longer stored (no finalizer held it): write nothing
     enqueued_at: float = 0.0  # loop time when queued (batch window)
 
     @property

@@ -59,11 +59,22 @@ class BuildSteps:
 
         await eventually(check, within, f"{idle} idle agents in pool {pool}")
 
-    async def create(self, name: str, script: str, pool: str = "p", **spec: Any) -> dict[str, Any]:
+    async def create(
+        self,
+        name: str,
+        script: str,
+        pool: str = "p",
+        *,
+        finalizers: tuple[str, ...] = (),
+        **spec: Any,
+    ) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": name, "namespace": STEPS_NAMESPACE}
+        if finalizers:
+            meta["finalizers"] = list(finalizers)
         body = {
             "apiVersion": f"{kube.GROUP}/{kube.VERSION}",
             "kind": "BuildStep",
-            "metadata": {"name": name, "namespace": STEPS_NAMESPACE},
+            "metadata": meta,
             "spec": {"pool": pool, "script": script, **spec},
         }
         created: dict[str, Any] = await self.objects.create_namespaced_custom_object(
