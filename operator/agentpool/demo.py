@@ -49,6 +49,8 @@ FINAL_PHASES = frozenset({"Succeeded", "Failed", "Skipped", "Cancelled"})
 RAN_PHASES = frozenset({"Succeeded", "Failed"})
 STARTUP_WITHIN = 20.0
 STOP_WITHIN = 15.0
+TEAR_DOWN_WITHIN = 10.0
+POOL_LABEL = "agentpool.dev/pool"
 REFRESH_SECONDS = 0.2
 PHASE_STYLES = {
     "Succeeded": "green",
@@ -374,9 +376,12 @@ async def _demo(
                     stats = await _get_json(http, f"{sandbox.url}/sandbox/v1/stats")
                     metrics_text = await _get_text(http, operator.metrics_url)
             finally:
-                if operator is not None:
-                    await operator.stop()
-                await api.close()
+                try:
+                    if operator is not None:
+                        await _tear_down(api, pool_name)
+                        await operator.stop()
+                finally:
+                    await api.close()
 
     exec_stats = (stats.get("exec") or {}).get("byPool", {}).get(pool_key) or {}
     pool_connections = (stats.get("connections") or {}).get("byPool", {}).get(pool_key) or {}
@@ -393,6 +398,24 @@ async def _demo(
     )
     outcome.checks = judge(outcome)
     return outcome
+
+
+async def _tear_down(api: ApiClient, pool_name: str) -> None:
+    """Delete the pool and wait (bounded) until the operator has removed its agent pods.
+
+    The sandbox kills what is left when it stops, but an orderly end is what a user's cluster
+    would see, and it leaves no container process to race with the shutdown.
+    """
+    objects = CustomObjectsApi(api)
+    with contextlib.suppress(Exception):
+        await objects.delete_namespaced_custom_object(
+            kube.GROUP, kube.VERSION, NAMESPACE, kube.AGENTPOOLS, pool_name
+        )
+    deadline = time.monotonic() + TEAR_DOWN_WITHIN
+    while time.monotonic() < deadline:
+        if not await kube.list_pods(api, NAMESPACE, f"{POOL_LABEL}={pool_name}"):
+            return
+        await asyncio.sleep(REFRESH_SECONDS)
 
 
 def _metric_total(metrics_text: str, family_name: str, pool: str) -> int | None:
