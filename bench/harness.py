@@ -111,27 +111,54 @@ def _cmdline(pid: int) -> str:
     return ""
 
 
+def _cwd(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return os.readlink(f"/proc/{pid}/cwd")
+    return ""
+
+
 def processes_under(directory: Path, marker: str = "") -> list[int]:
-    """Pids whose command line names a path under `directory` (and contains `marker`).
+    """Pids working in, or naming a path under, `directory` (and with `marker` in their
+    command line).
 
     Steps detach with setsid, so they leave the process groups the sandbox kills with a pod;
-    in a real cluster the container's PID namespace would end them. Their command lines name
-    their state directory, which lives under the sandbox's.
+    in a real cluster the container's PID namespace would end them. They run in their
+    container's directory, which lives under the sandbox's.
     """
     root = str(directory.resolve())
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            line = _cmdline(int(entry.name))
-            if root in line and marker in line:
-                found.append(int(entry.name))
+            pid = int(entry.name)
+            line = _cmdline(pid)
+            if marker in line and (root in line or _cwd(pid).startswith(root + "/")):
+                found.append(pid)
     return sorted(found)
 
 
+def _session(pid: int) -> int | None:
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[3])  # state ppid pgrp session
+    return None
+
+
 def reap(pids: Iterable[int]) -> None:
-    for pid in pids:
+    """Kill `pids` and everything in their sessions (a step's `sleep` names no path)."""
+    own = os.getsid(0)
+    pids = list(pids)
+    sessions = {_session(pid) for pid in pids} - {None, own}
+    doomed = set(pids) | {
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and _session(int(entry.name)) in sessions
+    }
+    for pid in sorted(doomed - {os.getpid()}):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
+
+
+# --- the operator ---------------------------------------------------------------------------
 
 
 @contextlib.asynccontextmanager
