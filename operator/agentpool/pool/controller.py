@@ -215,6 +215,8 @@ class PoolController:
         self.pending_creations = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._synced_at: datetime | None = None
+        # Pods found by the first list: agents of an earlier operator, adopted as they are.
+        self._adopted: set[str] = set()
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopped = False
@@ -447,6 +449,8 @@ class PoolController:
             if manifest.is_agent_of(pod, self.body):
                 listed.add(pod["metadata"]["name"])
                 self.view.observe(pod, started)
+        if self._synced_at is None:
+            self._adopted = listed - set(self.records)
         for name in self.view.names():
             record = self.records.get(name)
             # A pod seen only after the list began may simply be newer than the list.
@@ -482,12 +486,18 @@ class PoolController:
         status: readiness.AgentStatus,
         now: datetime,
     ) -> None:
+        # Found already started by the first list: an earlier operator counted its launch.
+        adopted = record.name in self._adopted
+        self._adopted.discard(record.name)
         if status.state is AgentState.READY:
             if record.ready_at is None:
                 record.ready_at = now
                 if record.idle_since is None:
                     record.idle_since = now
-                self._launched(record, pod, status, now)
+                if adopted:
+                    record.proven = True  # it survived until now
+                else:
+                    self._launched(record, pod, status, now)
             elif not record.proven and now - record.ready_at >= timedelta(
                 seconds=self._settings.stable_after
             ):

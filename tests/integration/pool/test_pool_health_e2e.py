@@ -104,14 +104,16 @@ async def test_restart_mid_scaling_neither_duplicates_nor_orphans(
     start_operator: Any, pools: Any, reader: Any, until: Any
 ) -> None:
     first = await start_operator()
-    await pools.create("restart", profile="virtual-kubelet", minIdle=8, maxAgents=8)
+    await pools.create("restart", profile="virtual-kubelet", minIdle=3, maxAgents=8)
+    await until(lambda: idle_agents(reader, "restart", 3), 10, "three idle agents")
+    await pools.patch_spec("restart", {"minIdle": 8})
 
-    async def some_created() -> bool:
-        return len(await reader.agents("restart")) >= 3
+    async def scaling_up() -> bool:
+        return len(await reader.agents("restart")) >= 4
 
-    await until(some_created, 10, "the first agents created")
+    await until(scaling_up, 10, "the pool scaling up")
     await first.stop()
-    await start_operator()
+    second = await start_operator()
 
     await until(lambda: idle_agents(reader, "restart", 8), 20, "eight idle agents")
     pods = await reader.agents("restart")
@@ -119,6 +121,14 @@ async def test_restart_mid_scaling_neither_duplicates_nor_orphans(
     assert all(p["metadata"]["ownerReferences"][0]["name"] == "restart" for p in pods)
     assert all(p["metadata"]["labels"][POOL_LABEL] == "restart" for p in pods)
     assert "AgentFailed" not in await reader.reasons("restart")
+    # Both operators share this process's metrics. No launch is counted twice: the second
+    # operator adopts agents it finds started without counting them as its launches (a
+    # launch that finished between the two is counted by neither).
+    samples = await scrape(second)
+    launches = sample(
+        samples, "agentpool_agent_launches_total", pool="default/restart", result="ready"
+    )
+    assert 3 <= launches <= 8
 
 
 async def test_status_reports_counts_connections_and_generation(
