@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -148,10 +149,23 @@ def sandbox(
 
     Prints the kubeconfig path, then serves until interrupted.
     """
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_sandbox(port, kubeconfig_path, profiles_file, state_dir))
+
+
+async def _serve_sandbox(
+    port: int, kubeconfig_path: Path | None, profiles_file: Path | None, state_dir: Path | None
+) -> None:
+    """Serve until SIGINT or SIGTERM, then stop in order (container processes are killed)."""
     from agentpool.sandbox.cluster import serve  # noqa: PLC0415
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(port, kubeconfig_path, profiles_file, state_dir))
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await serve(port, kubeconfig_path, profiles_file, state_dir)
 
 
 # --- agentpool status ----------------------------------------------------------------------
