@@ -251,3 +251,89 @@ def test_invalid_objects_are_rejected_naming_the_field(
     assert any(
         field in list(e.path) or field in e.message or field in str(e.schema_path) for e in errors
     )
+
+
+def test_agentpool_defaults_are_the_issue_table() -> None:
+    template = {"spec": {"containers": [{"name": "agent", "image": "busybox"}]}}
+    obj = {
+        "apiVersion": "agentpool.dev/v1alpha1",
+        "kind": "AgentPool",
+        "spec": {"template": template},
+    }
+
+    defaulted = apply_defaults(schema_of("AgentPool"), obj)["spec"]
+
+    assert defaulted == {
+        "template": template,
+        "minIdle": 0,
+        "maxAgents": 10,
+        "idleTimeout": "10m",
+        "startupTimeout": "5m",
+        "ephemeral": False,
+        "readiness": {"tolerateVirtualKubeletPending": True},
+        "apiConnections": {"max": 32, "queueTimeout": "30s"},
+        "sessions": {"batchWindow": "50ms", "maxSteps": 100, "linger": "2s", "pollInterval": "2s"},
+    }
+
+
+def test_buildstep_defaults_are_the_issue_table() -> None:
+    obj = {"apiVersion": "agentpool.dev/v1alpha1", "kind": "BuildStep", "spec": {"pool": "p"}}
+    obj["spec"]["script"] = "make"
+
+    defaulted = apply_defaults(schema_of("BuildStep"), obj)["spec"]
+
+    assert defaulted == {
+        "pool": "p",
+        "script": "make",
+        "order": 0,
+        "shell": "/bin/sh",
+        "timeout": "1h",
+        "runPolicy": "OnSuccess",
+        "retries": 1,
+    }
+
+
+def test_buildstep_spec_fields_and_required() -> None:
+    spec = schema_of("BuildStep")["properties"]["spec"]
+    env_item = spec["properties"]["env"]["items"]
+
+    assert set(spec["properties"]) == {
+        *("pool", "build", "order", "container", "script", "shell", "env"),
+        *("workingDir", "timeout", "runPolicy", "retries"),
+    }
+    assert sorted(spec["required"]) == ["pool", "script"]
+    assert set(env_item["properties"]) == {"name", "value"}
+
+
+def test_agentpool_status_fields() -> None:
+    status = schema_of("AgentPool")["properties"]["status"]["properties"]
+
+    assert set(status["agents"]["properties"]) == {"starting", "idle", "busy", "failed", "total"}
+    assert set(status["steps"]["properties"]) == {"queued", "running"}
+    assert {"running", "queued", "limit"} <= set(status["apiConnections"]["properties"])
+    assert {"conditions", "observedGeneration"} <= set(status)
+
+
+def test_buildstep_status_fields_and_phases() -> None:
+    status = schema_of("BuildStep")["properties"]["status"]["properties"]
+
+    assert set(status) == {
+        *("phase", "reason", "message", "agent", "session", "exitCode", "attempts"),
+        *("startedAt", "finishedAt", "logTail", "logBytes", "conditions", "observedGeneration"),
+    }
+    assert status["phase"]["enum"] == [
+        *("Pending", "Queued", "Running", "Succeeded", "Failed", "Skipped", "Cancelled"),
+    ]
+
+
+@pytest.mark.parametrize("kind", CRD_FILES)
+def test_conditions_have_the_standard_kubernetes_shape(kind: str) -> None:
+    conditions = schema_of(kind)["properties"]["status"]["properties"]["conditions"]
+    item = conditions["items"]
+
+    assert conditions["x-kubernetes-list-type"] == "map"
+    assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+    assert sorted(item["required"]) == ["lastTransitionTime", "message", "reason", "status", "type"]
+    assert item["properties"]["status"]["enum"] == ["True", "False", "Unknown"]
+    assert item["properties"]["lastTransitionTime"]["format"] == "date-time"
+    assert "observedGeneration" in item["properties"]
