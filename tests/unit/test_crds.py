@@ -31,7 +31,7 @@ def schema_of(kind: str) -> dict[str, Any]:
 
 
 def example_objects() -> list[dict[str, Any]]:
-    objects = []
+    objects: list[dict[str, Any]] = []
     for path in sorted((ROOT / "examples").glob("*.yaml")):
         objects.extend(doc for doc in yaml.safe_load_all(path.read_text()) if doc)
     return objects
@@ -277,8 +277,8 @@ def test_agentpool_defaults_are_the_issue_table() -> None:
 
 
 def test_buildstep_defaults_are_the_issue_table() -> None:
-    obj = {"apiVersion": "agentpool.dev/v1alpha1", "kind": "BuildStep", "spec": {"pool": "p"}}
-    obj["spec"]["script"] = "make"
+    spec = {"pool": "p", "script": "make"}
+    obj = {"apiVersion": "agentpool.dev/v1alpha1", "kind": "BuildStep", "spec": spec}
 
     defaulted = apply_defaults(schema_of("BuildStep"), obj)["spec"]
 
