@@ -1,4 +1,4 @@
-"""`python -m agentpool.sandbox` as a user runs it: its options, kubectl against it, Ctrl-C."""
+"""`python -m agentpool.sandbox` as a user runs it: options, kubectl against it, stop signals."""
 
 from __future__ import annotations
 
@@ -119,8 +119,9 @@ async def test_prints_the_kubeconfig_it_wrote_for_the_chosen_port(served: Served
     assert "namespace/default" in namespaces.split()
 
 
-async def test_runs_pods_from_the_profiles_file_and_stops_them_on_interrupt(
-    served: Served, until: Until
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_runs_pods_from_the_profiles_file_and_stops_them_on_a_signal(
+    served: Served, until: Until, signum: signal.Signals
 ) -> None:
     await kubectl(served.kubeconfig, "apply", "-f", "-", stdin=POD)
     pid_file = served.state_dir / "pods" / "default" / "worker" / "main" / "main.pid"
@@ -131,7 +132,7 @@ async def test_runs_pods_from_the_profiles_file_and_stops_them_on_interrupt(
     await until(started, DEADLINE, "the container's main process to write its pid")
     pid = int(pid_file.read_text())
 
-    served.process.send_signal(signal.SIGINT)
+    served.process.send_signal(signum)
     async with asyncio.timeout(DEADLINE):
         code = await served.process.wait()
 
