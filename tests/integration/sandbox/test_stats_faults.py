@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from agentpool.sandbox.cluster import Sandbox
 
+ROOT = Path(__file__).resolve().parents[3]
 PODS = "/api/v1/namespaces/default/pods"
+STEPS = "/apis/agentpool.dev/v1alpha1/namespaces/default/buildsteps"
 V5 = "v5.channel.k8s.io"
 WAIT = 10.0
 OPERATOR = "agentpool-operator/0.1.0"
@@ -202,3 +205,71 @@ async def test_watches_are_closed_early(http: aiohttp.ClientSession) -> None:
 
     events = [json.loads(line) for line in remainder.splitlines() if line.strip()]
     assert all(event["type"] != "ERROR" for event in events)
+
+
+async def test_buildstep_requests_belong_to_the_pool_in_their_spec(
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    crd = yaml.safe_load((ROOT / "crds" / "buildsteps.yaml").read_text())
+    sandbox.store.create("customresourcedefinitions.apiextensions.k8s.io", None, crd)
+    step = {
+        "apiVersion": "agentpool.dev/v1alpha1",
+        "kind": "BuildStep",
+        "metadata": {"name": "compile"},
+        "spec": {"pool": "windows", "script": "make"},
+    }
+
+    async with http.post(STEPS, json=step) as created:
+        assert created.status == 201
+    patch = {"status": {"phase": "Queued"}}
+    merge = {"Content-Type": "application/merge-patch+json"}
+    async with http.patch(f"{STEPS}/compile/status", json=patch, headers=merge) as patched:
+        assert patched.status == 200
+
+    pools = (await stats(http))["connections"]["byPool"]
+    assert pools["default/windows"]["peak"] == 1 and pools["default/windows"]["current"] == 0
+
+
+@pytest.mark.parametrize(("code", "reason"), [(500, "InternalError"), (503, "ServiceUnavailable")])
+async def test_injected_errors_hit_only_their_verbs(
+    http: aiohttp.ClientSession, code: int, reason: str
+) -> None:
+    await put_faults(http, {"errors": [{"code": code, "rate": 1, "verbs": ["list"]}]})
+
+    async with http.get(PODS) as listing:
+        body = await listing.json()
+    async with http.post(PODS, json=agent("a1")) as created:
+        assert created.status == 201
+
+    assert (listing.status, body["kind"], body["reason"]) == (code, "Status", reason)
+
+
+async def test_faults_read_back_and_clear(http: aiohttp.ClientSession) -> None:
+    doc = {"dropExecAfterSeconds": 2.5, "closeWatchesAfterSeconds": 10, "seed": 7}
+    await put_faults(http, doc)
+
+    async with http.get("/sandbox/v1/faults") as response:
+        current = await response.json()
+    async with http.delete("/sandbox/v1/faults") as cleared:
+        assert cleared.status == 200
+    async with http.get("/sandbox/v1/faults") as response:
+        after = await response.json()
+
+    assert {k: current[k] for k in doc} == doc
+    assert after["dropExecAfterSeconds"] is None and after["errors"] == []
+
+
+async def test_latency_holds_the_request_in_flight(
+    http: aiohttp.ClientSession, until: Callable[..., Awaitable[Any]]
+) -> None:
+    await put_faults(http, {"latency": {"ms": 1000, "verbs": ["list"]}})
+    listing = asyncio.create_task(http.get(PODS))
+
+    async def held() -> bool:
+        return bool((await stats(http))["connections"]["requests"]["current"] == 1)
+
+    await until(held, WAIT, "the list to be held by the injected latency")
+    assert not listing.done()
+    response = await asyncio.wait_for(listing, WAIT)
+    assert response.status == 200
+    response.release()
