@@ -7,14 +7,17 @@ per-pool API quota. The controllers are level-based and need no progress storage
 
 from __future__ import annotations
 
-from typing import Any
+import random
+from typing import TYPE_CHECKING, Any
 
 import kopf
 
 from agentpool.config import Config
 from agentpool.kube.client import AGENTPOOLS, BUILDSTEPS, GROUP, VERSION, load_configuration
 from agentpool.pool.manifest import POOL_LABEL
-from agentpool.runtime import Runtime
+
+if TYPE_CHECKING:
+    from agentpool.runtime import Runtime
 
 __all__ = ["registry"]
 
@@ -35,8 +38,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.peering.standalone = config.standalone
     if not config.standalone:
         settings.peering.name = config.peering_name
+        # Replicas of equal priority all pause (kopf cannot tell which one should work); a
+        # random priority elects exactly one, and the next highest takes over when it dies.
+        settings.peering.priority = random.SystemRandom().randrange(1, 2**31)
     settings.peering.clusterwide = not config.namespaces
-    memo.runtime = await Runtime.start(config, metrics_host=memo.get("metrics_host", "0.0.0.0"))
+    # run_operator puts the Runtime's constructor in the memo: the runtime composes the
+    # handlers, so they must not import it.
+    memo.runtime = await memo.start_runtime(config)
 
 
 @kopf.on.cleanup(id="agentpool-cleanup", registry=registry)

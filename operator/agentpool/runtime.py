@@ -9,6 +9,7 @@ CLI (`agentpool run`) and the tests call it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from concurrent.futures import Future as ThreadFuture
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 
 import kopf
 
+from agentpool import handlers
 from agentpool.config import Config
 from agentpool.kube import client as kube
 from agentpool.kube.events import EventRecorder
@@ -153,12 +155,9 @@ async def run_operator(
     is how tests reach the pools and the telemetry port. The liveness endpoint is served
     on `config.liveness_port` unless it is 0.
     """
-    # handlers imports this module (for Runtime), so it is imported at call time.
-    from agentpool import handlers  # noqa: PLC0415
-
     memo = memo if memo is not None else kopf.Memo()
     memo.config = config
-    memo.metrics_host = metrics_host
+    memo.start_runtime = functools.partial(Runtime.start, metrics_host=metrics_host)
     liveness = f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None
     await kopf.operator(
         registry=handlers.registry,
