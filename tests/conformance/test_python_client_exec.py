@@ -30,7 +30,9 @@ def core(cluster: Cluster, namespace: str) -> Iterator[tuple[Any, str]]:
     """A CoreV1Api for the sandbox and the namespace of a running pod `py`."""
     cluster.ok("apply", "-n", namespace, "-f", "-", input=POD)
     cluster.ok("wait", "-n", namespace, "--for=condition=Ready", "--timeout=60s", "pod/py")
-    api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(cluster.kubeconfig)
+    )
     try:
         yield client.CoreV1Api(api_client), namespace
     finally:

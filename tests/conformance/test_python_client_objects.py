@@ -17,7 +17,9 @@ GROUP, VERSION = "agentpool.dev", "v1alpha1"
 
 @pytest.fixture
 def custom(crds: Cluster) -> Iterator[Any]:
-    api_client = config.new_client_from_config(config_file=str(crds.kubeconfig))
+    api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(crds.kubeconfig)
+    )
     try:
         yield client.CustomObjectsApi(api_client)
     finally:
@@ -50,8 +52,8 @@ def test_invalid_object_is_a_422_with_causes(custom: Any, namespace: str) -> Non
         )
 
     assert caught.value.status == 422
-    assert "spec.retries" in caught.value.body
-    assert "spec.runPolicy" in caught.value.body
+    assert "spec.retries" in str(caught.value.body)
+    assert "spec.runPolicy" in str(caught.value.body)
 
 
 def test_duplicate_env_names_are_rejected(custom: Any, namespace: str) -> None:
@@ -63,7 +65,7 @@ def test_duplicate_env_names_are_rejected(custom: Any, namespace: str) -> None:
         )
 
     assert caught.value.status == 422
-    assert "spec.env[1]" in caught.value.body
+    assert "spec.env[1]" in str(caught.value.body)
 
 
 def test_long_pool_name_is_rejected(custom: Any, namespace: str) -> None:
@@ -74,7 +76,7 @@ def test_long_pool_name_is_rejected(custom: Any, namespace: str) -> None:
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "agentpools", pool)
 
     assert caught.value.status == 422
-    assert "at most 63 characters" in caught.value.body
+    assert "at most 63 characters" in str(caught.value.body)
 
 
 def test_status_subresource_round_trip(custom: Any, namespace: str) -> None:
@@ -91,11 +93,11 @@ def test_status_subresource_round_trip(custom: Any, namespace: str) -> None:
 
 def test_watch_streams_added_and_deleted(custom: Any, namespace: str) -> None:
     events: list[tuple[str, str]] = []
-    stopper = watch.Watch()
+    stopper = watch.Watch()  # type: ignore[no-untyped-call]
     added = threading.Event()
 
     def consume() -> None:
-        for event in stopper.stream(
+        for event in stopper.stream(  # type: ignore[no-untyped-call]
             custom.list_namespaced_custom_object,
             GROUP,
             VERSION,
@@ -107,7 +109,7 @@ def test_watch_streams_added_and_deleted(custom: Any, namespace: str) -> None:
             if event["type"] == "ADDED":
                 added.set()
             if event["type"] == "DELETED":
-                stopper.stop()
+                stopper.stop()  # type: ignore[no-untyped-call]
 
     consumer = threading.Thread(target=consume, daemon=True)
     consumer.start()

@@ -14,7 +14,7 @@ import re
 import string
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -811,7 +811,7 @@ class Store:
 
     async def subscribe(
         self, resource: str, namespace: str | None = None, since: str | None = None
-    ) -> AsyncIterator[tuple[str, Obj]]:
+    ) -> AsyncGenerator[tuple[str, Obj]]:
         """In-process watch: (type, private copy of the object) forever."""
         subscription, replay = self.watch(resource, namespace, since)
         try:

@@ -54,7 +54,9 @@ async def test_kubernetes_asyncio_lists_then_watches_from_the_list_version(
     api: client.ApiClient,
 ) -> None:
     core = client.CoreV1Api(api)
-    await core.create_namespaced_config_map("default", client.V1ConfigMap(metadata={"name": "a"}))
+    await core.create_namespaced_config_map(
+        "default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="a"))
+    )
     listed = await core.list_namespaced_config_map("default")
     stream = watch.Watch().stream(
         core.list_namespaced_config_map,
@@ -62,7 +64,9 @@ async def test_kubernetes_asyncio_lists_then_watches_from_the_list_version(
         resource_version=listed.metadata.resource_version,
         timeout_seconds=10,
     )
-    await core.create_namespaced_config_map("default", client.V1ConfigMap(metadata={"name": "b"}))
+    await core.create_namespaced_config_map(
+        "default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="b"))
+    )
     async with asyncio.timeout(DEADLINE):
         event = await anext(stream)
     assert [i.metadata.name for i in listed.items] == ["a"]
