@@ -1,7 +1,8 @@
 """`python -m bench [agents|steps|all] [--quick]`: run benchmarks on the sandbox (`make bench`).
 
 Each benchmark is a module of this package with `async def run(out: Path) -> dict`: it prints
-its table, writes `<out>/<name>.json` and refreshes its section of docs/performance.md. A
+its table, writes `<out>/<name>.json` and refreshes its section of docs/performance.md; for
+`--quick` it also has `Scale.quick()` and `run_scaled(out, scale, write_doc=False)`. A
 benchmark reports correctness failures in the returned document's `failures` list; the command
 exits 1 when any benchmark has one (a slow figure is never a failure).
 """
@@ -24,12 +25,12 @@ BENCHMARKS = ("agents", "steps")
 
 async def run_benchmark(name: str, out: Path, quick: bool) -> dict[str, Any]:
     module = importlib.import_module(f"bench.{name}")
-    if quick and name == "steps":
-        from bench import steps  # noqa: PLC0415
-
-        # A smoke run must not overwrite the published tables.
-        return await steps.run_scaled(out, steps.Scale.quick(), write_doc=False)
-    document: dict[str, Any] = await module.run(out)
+    document: dict[str, Any]
+    if quick:
+        # A smoke run of the same workloads; it must not overwrite the published tables.
+        document = await module.run_scaled(out, module.Scale.quick(), write_doc=False)
+    else:
+        document = await module.run(out)
     return document
 
 
