@@ -31,6 +31,8 @@ WARNING: Final = "Warning"
 MAX_MESSAGE: Final = 1024
 # Beyond this many Events waiting to be posted, new ones are dropped (and logged).
 MAX_BACKLOG: Final = 512
+# While the backlog stays full, one warning per this many dropped Events.
+DROPS_PER_WARNING: Final = 100
 # Few parallel posts: Events must not crowd out the pool's real work.
 MAX_PARALLEL: Final = 4
 
@@ -122,7 +124,15 @@ class EventRecorder:
         """Post an Event about `ref` eventually; never blocks, never raises."""
         if len(self._tasks) >= MAX_BACKLOG:
             self.dropped += 1
-            _log.warning("event backlog full, dropped %s %s: %s", ref.name, reason, message)
+            # One line per burst of drops, not one per Event: a churning pool drops hundreds.
+            if self.dropped % DROPS_PER_WARNING == 1:
+                _log.warning(
+                    "event backlog full (%d waiting): dropped %d Event(s) so far, latest %s %s",
+                    len(self._tasks),
+                    self.dropped,
+                    ref.name,
+                    reason,
+                )
             return
         body = event_body(
             ref, type_, reason, message, component=self._component, now=datetime.now(UTC)

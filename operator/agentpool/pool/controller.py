@@ -501,8 +501,10 @@ class PoolController:
             elif not record.proven and now - record.ready_at >= timedelta(
                 seconds=self._settings.stable_after
             ):
+                # Only a launch proving itself ends the streak: an older healthy agent must
+                # not, or a pool with one (a bad image rolled out while builds hold the old
+                # agents) would create failing pods without ever backing off.
                 record.proven = True
-            if record.proven:
                 self.failure_streak = 0
                 self.hold_until = None
             return
