@@ -51,6 +51,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "service-monitor": SERVICE_MONITOR,
     "two-replicas-pdb": HA,
     "namespaced-two-replicas": {**NAMESPACED, **HA},
+    "grafana-dashboard": {"grafanaDashboard": {"enabled": True}},
 }
 
 
@@ -283,6 +284,19 @@ def test_pdb_is_not_rendered_for_a_single_replica(render: Render) -> None:
     assert "PodDisruptionBudget" not in kinds(objects)
 
 
+def test_pdb_that_would_block_every_eviction_is_refused(chart: helm.Chart) -> None:
+    values = {"replicaCount": 2, "podDisruptionBudget": {"enabled": True, "minAvailable": 2}}
+
+    with pytest.raises(helm.HelmRenderError, match=r"must be below replicaCount \(2\)"):
+        chart.render(values=values, name=RELEASE, namespace=NAMESPACE)
+
+
+def test_pdb_accepts_a_percentage(render: Render) -> None:
+    values = {"replicaCount": 3, "podDisruptionBudget": {"enabled": True, "minAvailable": "50%"}}
+
+    assert only(render(values), "PodDisruptionBudget")["spec"]["minAvailable"] == "50%"
+
+
 def test_service_monitor_scrapes_the_metrics_service(render: Render) -> None:
     objects = render(SERVICE_MONITOR)
 
@@ -373,6 +387,7 @@ def test_existing_service_account_needs_a_name(chart: helm.Chart) -> None:
         ({"watchNamespaces": ["Team_A"]}, "watchNamespaces"),
         ({"replicaCount": "2"}, "replicaCount"),
         ({"image": {"repository": "r/ap", "digest": "latest"}}, "digest"),
+        ({"podDisruptionBudget": {"minAvailable": "half"}}, "minAvailable"),
     ],
 )
 def test_schema_rejects_typos_and_bad_values(
