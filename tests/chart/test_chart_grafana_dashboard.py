@@ -103,13 +103,14 @@ def api_client(kubeconfig: Path) -> k8s.ApiClient:
 def create_namespaces(kubeconfig: Path, *names: str) -> None:
     with api_client(kubeconfig) as api:
         for name in names:
-            k8s.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+            namespace = k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name))
+            k8s.CoreV1Api(api).create_namespace(namespace)
 
 
 def read_configmap(kubeconfig: Path, name: str, namespace: str) -> dict[str, Any]:
     with api_client(kubeconfig) as api:
         found = k8s.CoreV1Api(api).read_namespaced_config_map(name, namespace)
-        data: dict[str, Any] = api.sanitize_for_serialization(found)  # type: ignore[no-untyped-call]
+        data: dict[str, Any] = api.sanitize_for_serialization(found)
     return data
 
 

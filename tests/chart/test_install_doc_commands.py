@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -98,7 +99,7 @@ async def test_pod_security_label_command(kubeconfig: Path) -> None:
 
 
 async def test_argocd_configmap_patch_keeps_the_other_keys(kubeconfig: Path) -> None:
-    existing = {
+    existing: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": "argocd-cm", "namespace": "argocd"},
