@@ -344,12 +344,34 @@ class StepEngine:
                 await task
         for runner in list(self._runners.values()):
             await runner.close()
+            for run in runner.steps.values():
+                self._hand_over(run)
         self._runners.clear()
         self._tasks.clear()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5.0):
                 await self.writer.flush()
         await self.writer.close()
+
+    def _hand_over(self, run: StepRun) -> None:
+        """Record where a step that may be running lives, for the next operator to resume
+        it there: a Running status not written yet (it is delayed to coalesce with the final
+        one) would make the next operator start it again, maybe on another agent."""
+        if not run.submitted or run.agent is None:
+            return
+        fields: dict[str, Any] = {
+            **run.base_fields(),
+            "phase": StepPhase.RUNNING.value,
+            "reason": "Started",
+            "message": f"running on agent {run.agent}",
+            "agent": run.agent,
+            "session": run.session,
+            "logBytes": run.offset,
+            "logTail": run.log_tail(),
+        }
+        if run.started_at is not None:
+            fields["startedAt"] = rfc3339(run.started_at)
+        self.writer.update(run.namespace, run.name, run.pool, fields)
 
 
 def _phase(value: object) -> StepPhase | None:

@@ -330,15 +330,16 @@ class BuildRunner:
                 await asyncio.sleep(min(0.05 * 2**failures, 2.0))
                 continue
             session = opened.session
+            # Before the write: once any of the message may have left, the step may run.
+            run.submitted = True
+            run.agent, run.session = pod, session.nonce
             try:
                 handle = await session.submit(run.request(), offset=run.offset)
             except SessionLost:
                 await self._drop_session(namespace, pod, container)
                 failures += 1
                 continue
-            run.submitted = True
             opened.steps += 1
-            run.agent, run.session = pod, session.nonce
             handle.on_output = lambda _offset, data: run.add_output(data)
             handle.on_started = lambda _pid: self._started(run)
             if handle.pid is not None:

@@ -56,8 +56,8 @@ async def test_a_step_that_cannot_get_a_connection_fails_saying_what_to_raise(
     await eventually(lambda: _any(agents.glob("*/main/holding")), 20, "the holder to start")
 
     await buildsteps.create("starved", "echo never", build="b", retries=0)
-    starved = (await buildsteps.wait_final("starved", within=20))["starved"]
-    holder = (await buildsteps.wait_final("holder", within=20))["holder"]
+    starved = (await buildsteps.wait_final("starved", within=40))["starved"]
+    holder = (await buildsteps.wait_final("holder", within=40))["holder"]
 
     assert (starved["phase"], starved["reason"]) == ("Failed", "ApiQuotaTimeout")
     message = starved["message"]
