@@ -12,7 +12,7 @@ help:
 	@echo "make test        run the whole test suite (unit, integration, conformance, chart)"
 	@echo "make lint        ruff, mypy --strict, import-linter"
 	@echo "make bench       benchmarks on the sandbox (writes bench/results/)"
-	@echo "make crds-check  check charts/agentpool-operator/crds is identical to crds/"
+	@echo "make crds-check  check the chart's copies (crds/, dashboard) are identical to the sources"
 	@echo "make image       build the operator image (needs docker)"
 	@echo "make e2e         end-to-end on a kind cluster (needs docker and kind)"
 
@@ -48,6 +48,7 @@ bench: $(STAMP)
 
 crds-check:
 	@diff -r crds charts/agentpool-operator/crds && echo "crds-check: charts/agentpool-operator/crds matches crds/"
+	@cmp docs/grafana/agentpool-dashboard.json charts/agentpool-operator/dashboards/agentpool.json && echo "crds-check: the chart's dashboard matches docs/grafana/"
 
 IMAGE ?= agentpool-operator:dev
 image:
