@@ -147,6 +147,15 @@ class SchemaCache:
         causes: list[Cause] = schema.validate(obj, old)
         return obj, causes
 
+    def unknown_builtin(self, key: str, obj: dict[str, Any]) -> list[str]:
+        """Paths of fields of a built-in object that its 1.37 definition does not know."""
+        module = self._schema_module()
+        find = getattr(module, "unknown_builtin_fields", None) if module else None
+        if find is None:
+            return []
+        unknown: list[str] = find(key, obj)
+        return unknown
+
     def validate_builtin(self, key: str, obj: dict[str, Any]) -> list[Cause]:
         module = self._schema_module()
         validate = getattr(module, "validate_builtin", None) if module else None

@@ -287,6 +287,23 @@ class Store:
             obj["apiVersion"] = rtype.api_version
         obj["kind"] = rtype.kind
 
+    def _check_strict_builtin(self, rtype: ResourceType, sent: Any) -> None:
+        """`fieldValidation=Strict` for a built-in: unknown fields in the sent object are a 400.
+
+        Only whole objects (create, replace, apply) are checked; patches are not.
+        """
+        if rtype.custom or not isinstance(sent, dict):
+            return
+        unknown = self._schemas.unknown_builtin(rtype.key, sent)
+        if unknown:
+            kind, version = rtype.kind, rtype.version
+            raise ApiError(
+                400,
+                "BadRequest",
+                f'{kind} in version "{version}" cannot be handled as a {kind}: strict decoding '
+                "error: " + ", ".join(f'unknown field "{u}"' for u in unknown),
+            )
+
     def _admit(self, rtype: ResourceType, obj: Obj, old: Obj | None, strict: bool = False) -> Obj:
         """Schema pruning, defaulting and validation; raises 422 with field causes."""
         causes: list[Cause]
@@ -319,6 +336,8 @@ class Store:
         obj = patching.clone(obj)
         if not isinstance(obj, dict):
             raise errors.bad_request("the body must be a JSON object")
+        if strict:
+            self._check_strict_builtin(rtype, obj)
         namespace = self._scope(rtype, namespace, obj)
         meta = obj["metadata"]
         name = self._name(rtype, meta)
@@ -472,6 +491,8 @@ class Store:
         old = self._find(rtype, namespace if rtype.namespaced else None, name)
         if not isinstance(obj, dict):
             raise errors.bad_request("the body must be a JSON object")
+        if strict:
+            self._check_strict_builtin(rtype, obj)
         body_ns = (obj.get("metadata") or {}).get("namespace")
         if rtype.namespaced and body_ns and namespace and body_ns != namespace:
             raise errors.bad_request(
@@ -518,6 +539,8 @@ class Store:
             if not isinstance(body, dict):
                 raise errors.bad_request("the patch must be a JSON object")
             wanted = (body.get("metadata") or {}).get("resourceVersion")
+            if strict and patch_type == patching.APPLY:
+                self._check_strict_builtin(rtype, body)
             if patch_type == patching.MERGE or (patch_type == patching.APPLY and rtype.custom):
                 candidate = patching.merge_patch(old, body)
             else:

@@ -183,6 +183,19 @@ async def test_unknown_field_is_rejected_with_strict_field_validation(kubeconfig
     assert code != 0 and 'unknown field "spec.scirpt"' in output
 
 
+async def test_unknown_field_in_a_builtin_is_rejected_like_kubernetes(kubeconfig: Path) -> None:
+    manifest = (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: typo}\n"
+        "data: {level: debug}\ndatta: {level: info}\n"
+    )
+
+    code, output = await kubectl(kubeconfig, "apply", "-f", "-", stdin=manifest)
+
+    assert code != 0
+    assert 'ConfigMap in version "v1" cannot be handled as a ConfigMap' in output
+    assert 'unknown field "datta"' in output
+
+
 async def test_auth_can_i_and_whoami_answer_for_the_sandbox_user(kubeconfig: Path) -> None:
     code, output = await kubectl(kubeconfig, "auth", "can-i", "create", "pods")
     who_code, who = await kubectl(kubeconfig, "auth", "whoami")

@@ -67,6 +67,29 @@ def test_namespace_mismatch_is_bad_request(store: Store) -> None:
     assert error_of(lambda: store.create(WIDGETS, "default", obj)).code == 400
 
 
+def test_strict_create_of_a_builtin_rejects_unknown_fields(store: Store) -> None:
+    typo = pod("a")
+    typo["spec"]["containers"][0]["imagee"] = "busybox"
+
+    error = error_of(lambda: store.create("pods", "default", typo, strict=True))
+    store.create("pods", "default", typo)
+
+    assert error.code == 400
+    assert error.message == (
+        'Pod in version "v1" cannot be handled as a Pod: strict decoding error: '
+        'unknown field "spec.containers[0].imagee"'
+    )
+
+
+def test_strict_replace_of_a_builtin_rejects_unknown_fields(store: Store) -> None:
+    created = store.create("pods", "default", pod("a"))
+    created["spec"]["bogus"] = 1
+
+    error = error_of(lambda: store.replace("pods", "default", "a", created, strict=True))
+
+    assert error.code == 400 and 'unknown field "spec.bogus"' in error.message
+
+
 def test_missing_namespace_is_not_found(store: Store) -> None:
     error = error_of(lambda: store.create(WIDGETS, "nowhere", widget("a")))
     assert (error.code, error.message) == (404, 'namespaces "nowhere" not found')
