@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 ENV_PREFIX = "AGENTPOOL_"
+# Upper bound of status.logTail; the CRD schema caps the field at the same length.
+MAX_LOG_TAIL_BYTES = 65536
 
 
 class LogFormat(enum.StrEnum):
@@ -38,7 +40,6 @@ class Config:
     liveness_port: int = 8080
     standalone: bool = False
     peering_name: str = "agentpool"
-    finalizer: str = "agentpool.dev/finalizer"
     log_tail_bytes: int = 4096
     log_format: LogFormat = LogFormat.PLAIN
     watch_server_timeout: float = 300.0
@@ -57,8 +58,11 @@ class Config:
             port = getattr(self, port_field)
             if not 0 <= port <= 65535:
                 raise ConfigError(_variable(port_field), f"{port} is not a TCP port (0-65535)")
-        if self.log_tail_bytes < 0:
-            raise ConfigError(_variable("log_tail_bytes"), "must not be negative")
+        if not 0 <= self.log_tail_bytes <= MAX_LOG_TAIL_BYTES:
+            # Every step's status carries the tail; thousands of steps must stay cheap to list.
+            raise ConfigError(
+                _variable("log_tail_bytes"), f"must be between 0 and {MAX_LOG_TAIL_BYTES}"
+            )
         for seconds_field in (
             "watch_server_timeout",
             "watch_client_timeout",
@@ -72,10 +76,6 @@ class Config:
         if not self.agent_state_dir.startswith("/"):
             raise ConfigError(
                 _variable("agent_state_dir"), "must be an absolute path inside agent containers"
-            )
-        if not self.finalizer or "/" not in self.finalizer:
-            raise ConfigError(
-                _variable("finalizer"), "must be a qualified name such as agentpool.dev/finalizer"
             )
 
     @classmethod
@@ -208,14 +208,10 @@ SETTINGS: tuple[Setting, ...] = (
         "--peering",
     ),
     Setting(
-        "finalizer",
-        _parse_str,
-        "Finalizer put on AgentPools and BuildSteps so that deletion waits for clean-up.",
-    ),
-    Setting(
         "log_tail_bytes",
         _parse_int,
-        "Bytes of a step's latest output kept in its status.logTail.",
+        f"Bytes of a step's latest output kept in its status.logTail "
+        f"(at most {MAX_LOG_TAIL_BYTES}).",
     ),
     Setting("log_format", _parse_log_format, "Operator log format: plain or json."),
     Setting(

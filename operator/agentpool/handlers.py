@@ -34,7 +34,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # Our Events go through each pool's API quota (kube/events.py); kopf's own posting
     # would write Events outside it.
     settings.posting.enabled = False
-    settings.persistence.finalizer = config.finalizer
     settings.peering.standalone = config.standalone
     if not config.standalone:
         settings.peering.name = config.peering_name

@@ -17,7 +17,6 @@ def test_defaults_without_environment() -> None:
     assert config.namespaces == ()
     assert (config.metrics_port, config.liveness_port) == (9090, 8080)
     assert config.standalone is False
-    assert config.finalizer == "agentpool.dev/finalizer"
     assert config.log_tail_bytes == 4096
     assert config.log_format is LogFormat.PLAIN
     assert config.watch_client_timeout > config.watch_server_timeout
@@ -34,7 +33,6 @@ def test_reads_every_variable() -> None:
         "AGENTPOOL_LIVENESS_PORT": "0",
         "AGENTPOOL_STANDALONE": "true",
         "AGENTPOOL_PEERING_NAME": "ci-peering",
-        "AGENTPOOL_FINALIZER": "example.com/cleanup",
         "AGENTPOOL_LOG_TAIL_BYTES": "100",
         "AGENTPOOL_LOG_FORMAT": "JSON",
         "AGENTPOOL_WATCH_SERVER_TIMEOUT": "60",
@@ -56,7 +54,6 @@ def test_reads_every_variable() -> None:
         liveness_port=0,
         standalone=True,
         peering_name="ci-peering",
-        finalizer="example.com/cleanup",
         log_tail_bytes=100,
         log_format=LogFormat.JSON,
         watch_server_timeout=60.0,
@@ -90,7 +87,7 @@ def test_empty_variables_keep_defaults() -> None:
         ("AGENTPOOL_WATCH_SERVER_TIMEOUT", "5m", "not a number of seconds"),
         ("AGENTPOOL_BUILD_GRACE", "-1", "must not be negative"),
         ("AGENTPOOL_AGENT_STATE_DIR", "state", "absolute path"),
-        ("AGENTPOOL_FINALIZER", "cleanup", "qualified name"),
+        ("AGENTPOOL_LOG_TAIL_BYTES", "65537", "between 0 and 65536"),
     ],
 )
 def test_invalid_values_name_the_variable(variable: str, value: str, hint: str) -> None:
