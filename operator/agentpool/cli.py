@@ -45,9 +45,8 @@ def _setting_option(setting: Setting) -> Callable[[F], F]:
     if setting.name == "namespaces":
         return click.option(setting.flag, setting.name, multiple=True, metavar="NS", help=help_text)
     if isinstance(setting.default, bool):
-        if "/" in setting.flag:
-            return click.option(setting.flag, setting.name, default=None, help=help_text)
-        return click.option(setting.flag, setting.name, is_flag=True, default=None, help=help_text)
+        # "--x/--no-x": click makes it a switch; default None leaves the decision to the env.
+        return click.option(setting.flag, setting.name, default=None, help=help_text)
     return click.option(setting.flag, setting.name, default=None, metavar="VALUE", help=help_text)
 
 

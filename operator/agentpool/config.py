@@ -158,7 +158,11 @@ class Setting:
 
     @property
     def flag(self) -> str:
-        return self.flag_name or "--" + self.name.replace("_", "-")
+        if self.flag_name:
+            return self.flag_name
+        name = self.name.replace("_", "-")
+        # A switch must be able to undo its environment variable (AGENTPOOL_STANDALONE=true).
+        return f"--{name}/--no-{name}" if isinstance(self.default, bool) else f"--{name}"
 
     @property
     def default(self) -> Any:

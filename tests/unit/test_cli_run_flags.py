@@ -87,3 +87,12 @@ def test_chart_style_flags_parse() -> None:
     )
 
     assert config.standalone and config.verbose and config.log_format is LogFormat.JSON
+
+
+@pytest.mark.parametrize("name", ["standalone", "verbose"])
+def test_every_switch_can_undo_its_variable(name: str) -> None:
+    environ = {f"AGENTPOOL_{name.upper()}": "true"}
+
+    config = config_from(parse(f"--no-{name}"), environ)
+
+    assert getattr(config, name) is False
