@@ -52,8 +52,12 @@ async def test_pod_deleted_from_outside_is_replaced(
 
     after = await until(replaced, 10, "a replacement agent")
     assert len(after) == 2
-    events = [e for e in await reader.events("outside") if e["reason"] == "AgentReplaced"]
-    assert any(victim in e["message"] and "outside" in e["message"] for e in events)
+
+    async def reported() -> bool:
+        events = [e for e in await reader.events("outside") if e["reason"] == "AgentReplaced"]
+        return any(victim in e["message"] and "outside" in e["message"] for e in events)
+
+    await until(reported, 10, "an AgentReplaced Event naming the deleted pod")
 
 
 async def test_busy_agent_is_replaced_to_keep_min_idle(
@@ -98,8 +102,12 @@ async def test_idle_timeout_reaps_agents_above_min_idle(
 
     # Three leased agents plus the one kept warm meanwhile: three go.
     await until(one_left, 10, "idle agents above minIdle reaped")
-    removed = [e for e in await reader.events("reap") if e["reason"] == "AgentRemoved"]
-    assert len(removed) == 3
+
+    async def removals() -> list[dict[str, Any]]:
+        removed = [e for e in await reader.events("reap") if e["reason"] == "AgentRemoved"]
+        return removed if len(removed) == 3 else []
+
+    removed = await until(removals, 10, "three AgentRemoved Events")
     assert all("IdleTimeout" in e["message"] for e in removed)
 
 
@@ -116,8 +124,12 @@ async def test_ephemeral_agent_is_deleted_after_its_build(
         return lease.pod_name not in agents and idle == 1
 
     await until(gone_and_rewarmed, 10, "the used agent deleted and a fresh one idle")
-    removed = [e for e in await reader.events("once") if e["reason"] == "AgentRemoved"]
-    assert any(lease.pod_name in e["message"] and "Ephemeral" in e["message"] for e in removed)
+
+    async def reported() -> bool:
+        removed = [e for e in await reader.events("once") if e["reason"] == "AgentRemoved"]
+        return any(lease.pod_name in e["message"] and "Ephemeral" in e["message"] for e in removed)
+
+    await until(reported, 10, "an AgentRemoved Event saying Ephemeral")
 
 
 async def test_template_change_rolls_idle_agents_but_not_busy_ones(
