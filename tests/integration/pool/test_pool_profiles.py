@@ -189,3 +189,17 @@ async def test_startup_timeout_fails_saying_what_it_waited_for(
     assert "StartupTimeout" in event["message"]
     assert "not started after 1s" in event["message"]
     assert "not scheduled" in event["message"] or "node" in event["message"]
+
+
+async def test_repeated_launch_failures_hold_new_agents(
+    operator: Any, pools: Any, reader: Any, until: Any
+) -> None:
+    await pools.create("doomed", profile="crash-loop")
+
+    async def held() -> dict[str, Any]:
+        condition = await reader.condition("doomed", "Degraded")
+        return condition if "held until" in condition.get("message", "") else {}
+
+    condition = await until(held, 15, "creations held after repeated launch failures")
+    assert condition["status"] == "True"
+    assert "agent launch(es) failed in a row" in condition["message"]
