@@ -55,15 +55,25 @@ BOOTSTRAP_COMMAND: tuple[str, ...] = ("/bin/sh", "-c", BOOTSTRAP.replace("\\n", 
 # which fails until the whole line is there: no tmp + mv needed for them.
 _KEEPER = r"""
 d=$1; t=$2; g=$3; f=$4; SH=$6
-p=; r=; q=; tp=; kp=
-after() { ( trap 'kill $s 2>/dev/null; exit 0' TERM; sleep "$1" & s=$!; wait $s && eval "$2" ) & }
+p=; r=; q=
+# A timer is a subshell waiting on a `sleep`. It is never signalled: a signal reaching a freshly
+# forked shell before it dropped the keeper's traps is swallowed. Instead the keeper KILLs the
+# timer's sleep (uncatchable) by the pid the timer stored in `t.<name>`, after creating `end`;
+# the timer stores that pid before it looks for `end` (or a removed dir) and then KILLs its own
+# sleep: whichever comes second sees the other, so no sleep outlives the step.
+after() {
+  ( sleep "$2" & s=$!
+    { echo $s >"$d/t.$1" && [ ! -e "$d/end" ] && [ -d "$d" ]; } 2>/dev/null || kill -KILL $s
+    wait $s && eval "$3" ) &
+}
+untime() { for n in t k; do read -r s 2>/dev/null <"$d/t.$n" && kill -KILL "$s" 2>/dev/null; done; }
 stop() {
   [ -n "$r" ] && return 0
   # Before the step exists a request is only remembered; it is acted on right after launch.
   [ -n "$p" ] || { q=$1; return 0; }
   r=$1
   kill -TERM "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null
-  after "$g" 'kill -KILL "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null'; kp=$!
+  after k "$g" 'kill -KILL "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null'
 }
 # Traps first: the pid in `started` invites USR1, whose default action would end the keeper.
 trap 'w=1' HUP INT TERM
@@ -89,7 +99,7 @@ p=$!
 echo "$p" >"$d/pid"
 [ -n "$q" ] && stop "$q"
 [ -e "$d/cancel" ] && stop cancelled
-[ "$t" -gt 0 ] && { after "$t" "kill -ALRM $$"; tp=$!; }
+[ "$t" -gt 0 ] && after t "$t" "kill -ALRM $$"
 # A trap interrupts `wait` (status >128) without consuming the step's status: wait again.
 # Waiting again for a status already consumed gives 127, then the first one stands.
 rc=
@@ -99,8 +109,8 @@ while :; do
   [ "$x" = 127 ] && [ -n "$rc" ] || rc=$x
   break
 done
-[ -n "$tp" ] && kill "$tp" 2>/dev/null
-[ -n "$kp" ] && kill "$kp" 2>/dev/null
+: >"$d/end"
+untime
 echo "$rc ${r:-exit}" >"$d/rc"
 """
 
