@@ -3,8 +3,8 @@
 Layout under `<state_dir>/pods/<namespace>/<pod>/`: one directory per container (its HOME, TMPDIR
 and default working directory) and `<container>.log` beside it with the main process's output
 (container names are DNS labels, so no name can collide with a `.log` file). Every process runs
-in its own session so that deleting the pod can kill the whole group, including anything the
-command left running in the background.
+in its own session so that deleting the pod can kill the whole group, and carries the reaper's
+marker variables so that removal also finds what detached into a session of its own (`setsid`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from agentpool.sandbox import reaper
 
 _PR_SET_PDEATHSIG = 1
 _VAR_REFERENCE = re.compile(r"\$\((?P<name>[A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
@@ -215,8 +217,10 @@ class Container:
 
 @dataclass
 class PodProcesses:
+    key: tuple[str, str]
     uid: str
     directory: Path
+    marker: dict[str, str]
     containers: dict[str, Container] = field(default_factory=dict)
     groups: set[int] = field(default_factory=set)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -229,6 +233,8 @@ class ContainerRuntime:
         self.root = state_dir / "pods"
         self._trash = state_dir / ".trash"
         self._pods: dict[tuple[str, str], PodProcesses] = {}
+        # Tells this runtime's processes apart from another sandbox's on the same host.
+        self.instance = uuid.uuid4().hex
         # A request that read the pod just before its deletion must not start anything after it.
         self._removed: set[str] = set()
 
@@ -243,6 +249,10 @@ class ContainerRuntime:
         record = self._pods.get((namespace, pod))
         return set(record.groups) if record else set()
 
+    def marker(self, uid: str | None = None) -> dict[str, str]:
+        """Environment entries every process of the pod (or, without uid, the runtime) has."""
+        return reaper.marker(self.instance, uid)
+
     def _record(self, pod: Mapping[str, Any]) -> PodProcesses:
         metadata = pod.get("metadata") or {}
         key = (str(metadata.get("namespace", "")), str(metadata.get("name", "")))
@@ -252,10 +262,28 @@ class ContainerRuntime:
         record = self._pods.get(key)
         if record is None or record.uid != uid:
             if record is not None:
+                self._removed.add(record.uid)
                 self._kill(record)
-            record = PodProcesses(uid=uid, directory=self.pod_directory(*key))
+                reaper.kill_marked(record.marker)
+            record = PodProcesses(
+                key=key, uid=uid, directory=self.pod_directory(*key), marker=self.marker(uid)
+            )
             self._pods[key] = record
         return record
+
+    def _current(self, record: PodProcesses) -> bool:
+        return record.uid not in self._removed and self._pods.get(record.key) is record
+
+    async def _adopt(self, record: PodProcesses, process: asyncio.subprocess.Process) -> None:
+        """Own a just-started process, or kill it if its pod was removed while it started."""
+        if self._current(record):
+            record.groups.add(process.pid)
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+        await reaper.reap(record.marker)
+        raise PodGone(f"pod of {record.directory} ({record.uid}) was deleted")
 
     async def start(self, pod: Mapping[str, Any], container_name: str) -> Container:
         """Create the container's directory and run its command, if any, as the main process."""
@@ -265,7 +293,8 @@ class ContainerRuntime:
         if existing is not None and existing.main is not None:
             await self.stop(existing)
         directory = record.directory / container_name
-        env = container_environment(pod, spec, directory)
+        # The marker comes last so that no `env` entry can hide a process from removal.
+        env = {**container_environment(pod, spec, directory), **record.marker}
         cwd = working_directory(spec, directory)
         for path in (directory, Path(env["TMPDIR"]), cwd):
             path.mkdir(parents=True, exist_ok=True)
@@ -294,7 +323,7 @@ class ContainerRuntime:
                 except OSError as error:
                     log.write(f"sandbox: cannot start {argv[0]!r}: {error}\n".encode())
                 else:
-                    record.groups.add(process.pid)
+                    await self._adopt(record, process)
                     waiter = asyncio.create_task(process.wait(), name=f"wait-{process.pid}")
                     container.main = ContainerProcess(process, waiter)
         record.containers[container_name] = container
@@ -343,7 +372,11 @@ class ContainerRuntime:
                 preexec_fn=_die_with_parent,
             )
             execution = ExecProcess(process, process.stdin, process.stdout, process.stderr)
-        record.groups.add(execution.process.pid)
+        try:
+            await self._adopt(record, execution.process)
+        except PodGone:
+            execution.release()
+            raise
         return execution
 
     def track(self, pod: Mapping[str, Any], task: asyncio.Task[Any]) -> None:
@@ -360,17 +393,21 @@ class ContainerRuntime:
             task.cancel()
 
     async def remove_pod(self, namespace: str, pod: str, uid: str | None = None) -> None:
-        """Kill every process group of the pod and remove its directory."""
+        """Kill every process of the pod, detached ones included, and remove its directory."""
         if uid is not None:
             self._removed.add(uid)
         record = self._pods.get((namespace, pod))
         if record is None or (uid is not None and record.uid != uid):
+            if uid is not None:
+                # A start that lost the race with an earlier removal may have left something.
+                await reaper.reap(self.marker(uid))
             return
         self._removed.add(record.uid)
         del self._pods[(namespace, pod)]
         self._kill(record)
         waiters = [c.main.waiter for c in record.containers.values() if c.main is not None]
         await asyncio.gather(*waiters, *record.tasks, return_exceptions=True)
+        await reaper.reap(record.marker)
         if record.directory.exists():
             # Rename first so a pod re-created with the same name gets a fresh directory at once.
             self._trash.mkdir(parents=True, exist_ok=True)
@@ -379,8 +416,10 @@ class ContainerRuntime:
             await asyncio.to_thread(shutil.rmtree, target, True)
 
     async def close(self) -> None:
+        """Remove every pod, then kill whatever else still carries this runtime's marker."""
         for namespace, pod in list(self._pods):
             await self.remove_pod(namespace, pod)
+        await reaper.reap(self.marker())
 
 
 def _container_spec(pod: Mapping[str, Any], name: str) -> Mapping[str, Any]:
