@@ -44,6 +44,10 @@ class PoolAgents:
         if isinstance(lease, AgentLease):
             self._manager.release(lease, delete=delete)
 
+    def waiting_builds(self, pool: str) -> int:
+        controller = self._manager.controller(pool)
+        return controller.waiting_builds() if controller is not None else 0
+
     def notify(self, pool: str) -> None:
         """The pool's step counts changed: let its status show them."""
         self._manager.notify(pool)

@@ -40,6 +40,8 @@ CLOSE_TIMEOUT = 5.0
 MIN_HOLD = 0.2
 # Status writes that a later one usually supersedes wait this long before they cost a request.
 QUEUED_DELAY = 0.5
+# How often an idle build looks for builds waiting for an agent of its pool.
+HAND_OVER_POLL = 0.05
 RUNNING_DELAY = 0.1
 
 
@@ -61,6 +63,9 @@ class AgentSource(Protocol):
     async def release(self, lease: Lease, *, delete: bool) -> None: ...
     def notify(self, pool: str) -> None:
         """The pool's queued/running step counts changed."""
+
+    def waiting_builds(self, pool: str) -> int:
+        """How many builds wait for an agent of `pool`."""
 
 
 @dataclass(frozen=True)
@@ -244,23 +249,35 @@ class BuildRunner:
         linger = spec.sessions.linger if spec is not None else 0.0
         start = loop.time()
         self.wake.clear()
+        # Other builds waiting for an agent of the pool get this one at once, not after
+        # linger + grace.
         if self._sessions:
-            if await self._wait_work(linger, yield_quota=True):
+            if await self._wait_work(linger, yield_quota=True, hand_over=True):
                 return
             await self._close_sessions()
         if self.lease is not None:
             grace = max(0.0, self.ctx.build_grace - (loop.time() - start))
-            if await self._wait_work(grace, yield_quota=False):
+            if await self._wait_work(grace, yield_quota=False, hand_over=True):
                 return
             await self._release_lease()
 
-    async def _wait_work(self, seconds: float, *, yield_quota: bool) -> bool:
-        """True when work arrived within `seconds`; False on timeout or quota waiters."""
+    async def _wait_work(self, seconds: float, *, yield_quota: bool, hand_over: bool) -> bool:
+        """True when work arrived within `seconds`; False on timeout, quota waiters or (with
+        `hand_over`) builds waiting for an agent."""
+        if hand_over and self.ctx.agents.waiting_builds(self.pool) > 0:
+            return self.wake.is_set()
         waits: list[Coroutine[Any, Any, Any]] = [self.wake.wait()]
         if yield_quota:
             waits += [s.quota.wait_for_waiters() for s in self._sessions.values()]
+        if hand_over:
+            waits.append(self._builds_waiting())
         first = await _first(waits, within=seconds)
         return first == 0
+
+    async def _builds_waiting(self) -> None:
+        # The pool layer offers a count, not an event: look often enough to hand over quickly.
+        while self.ctx.agents.waiting_builds(self.pool) == 0:  # noqa: ASYNC110
+            await asyncio.sleep(HAND_OVER_POLL)
 
     # --- one step ---------------------------------------------------------------------
 

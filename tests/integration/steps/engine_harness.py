@@ -73,6 +73,7 @@ class StaticAgents:
         self.acquired: list[tuple[str, str]] = []  # (build, pod)
         self.released: list[tuple[str, bool]] = []
         self.pod_pool: dict[str, str] = {}
+        self.waiters: collections.Counter[str] = collections.Counter()
 
     def add_pool(self, key: str, body: dict[str, Any], pods: list[str]) -> None:
         spec = AgentPoolSpec.from_body(body["spec"])
@@ -90,10 +91,17 @@ class StaticAgents:
 
     async def acquire(self, pool: str, build: str, *, timeout: float | None) -> Lease:  # noqa: ASYNC109
         async with self.available:
-            await self.available.wait_for(lambda: bool(self.free.get(pool)))
+            self.waiters[pool] += 1
+            try:
+                await self.available.wait_for(lambda: bool(self.free.get(pool)))
+            finally:
+                self.waiters[pool] -= 1
             pod = self.free[pool].popleft()
         self.acquired.append((build, pod))
         return Lease(NS, pod)
+
+    def waiting_builds(self, pool: str) -> int:
+        return self.waiters[pool]
 
     def notify(self, pool: str) -> None:
         pass  # no pool status to refresh

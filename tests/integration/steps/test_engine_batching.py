@@ -95,3 +95,19 @@ async def test_unknown_pool_waits_pending_then_runs_when_it_appears(tmp_path: Pa
     assert pending["phase"] == "Pending"
     assert "later" in pending["message"]
     assert statuses["early"]["phase"] == "Succeeded"
+
+
+async def test_idle_build_hands_its_agent_to_a_waiting_build(tmp_path: Path) -> None:
+    # Linger and grace far beyond the wait below: only the hand-over lets build b run.
+    config = Config(build_grace=600.0)
+    async with engine_on_sandbox(
+        tmp_path, pools={"p": ({"sessions": {"linger": "600s"}}, 1)}, config=config
+    ) as h:
+        h.create(step_body("a1", "echo a", build="a"))
+        await h.wait_final("a1")
+        h.create(step_body("b1", "echo b", build="b"))
+        statuses = await h.wait_final("b1", within=20.0)
+
+    assert statuses["b1"]["phase"] == "Succeeded"
+    assert [build for build, _ in h.agents.acquired] == [f"{NS}/a", f"{NS}/b"]
+    assert h.agents.released[0] == ("p-0", False)
