@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -156,15 +155,9 @@ async def _serve_sandbox(
     port: int, kubeconfig_path: Path | None, profiles_file: Path | None, state_dir: Path | None
 ) -> None:
     """Serve until SIGINT or SIGTERM, then stop in order (container processes are killed)."""
-    from agentpool.sandbox.cluster import serve  # noqa: PLC0415
+    from agentpool.sandbox.cluster import serve_until_signalled  # noqa: PLC0415
 
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await serve(port, kubeconfig_path, profiles_file, state_dir)
+    await serve_until_signalled(port, kubeconfig_path, profiles_file, state_dir)
 
 
 # --- agentpool status ----------------------------------------------------------------------

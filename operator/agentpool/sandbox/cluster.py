@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from types import TracebackType
@@ -99,3 +100,25 @@ async def serve(
     async with Sandbox(port, state_dir, profiles_file, kubeconfig_path) as sandbox:
         print(sandbox.kubeconfig_path, flush=True)
         await asyncio.Event().wait()
+
+
+async def serve_until_signalled(
+    port: int = 0,
+    kubeconfig_path: Path | None = None,
+    profiles_file: Path | None = None,
+    state_dir: Path | None = None,
+) -> None:
+    """`serve` until SIGINT or SIGTERM, then stop in order."""
+    # SIGTERM (what process managers send) must stop in order like Ctrl-C does, so that the
+    # sandbox kills its container processes and removes its temporary state directory.
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, task.cancel)
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve(port, kubeconfig_path, profiles_file, state_dir)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
