@@ -112,11 +112,9 @@ async def test_kubectl_apply_of_the_rendered_chart_in_namespaced_mode(kubeconfig
 async def test_helm_installs_upgrades_and_uninstalls_the_chart(kubeconfig: Path) -> None:
     await blocking(create_namespaces, kubeconfig, [NAMESPACE, *WATCHED])
     selector = f"app.kubernetes.io/instance={RELEASE}"
-    # Release records in memory: the chart's objects still go through the sandbox API.
+    # Helm keeps its release records as Secrets in the sandbox, as on a real cluster.
     with (
-        helm.Config(
-            kubeconfig_path=kubeconfig, namespace=NAMESPACE, storage_driver="memory"
-        ) as config,
+        helm.Config(kubeconfig_path=kubeconfig, namespace=NAMESPACE) as config,
         api_client(kubeconfig) as api,
     ):
         rbac = k8s.RbacAuthorizationV1Api(api)
