@@ -7,7 +7,7 @@ per-pool API quota. The controllers are level-based and need no progress storage
 
 from __future__ import annotations
 
-import random
+import time
 from typing import TYPE_CHECKING, Any
 
 import kopf
@@ -37,9 +37,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.peering.standalone = config.standalone
     if not config.standalone:
         settings.peering.name = config.peering_name
-        # Replicas of equal priority all pause (kopf cannot tell which one should work); a
-        # random priority elects exactly one, and the next highest takes over when it dies.
-        settings.peering.priority = random.SystemRandom().randrange(1, 2**31)
+        # The oldest replica works: kopf pauses every replica that sees a peer of higher (or
+        # equal) priority, and a replica paused after it started work would keep its pool
+        # loops and step sessions running. Priority falling with start time means a newer
+        # replica (rolling update, restarted standby) never preempts the one at work.
+        settings.peering.priority = -time.time_ns() // 1000
     settings.peering.clusterwide = not config.namespaces
     # run_operator puts the Runtime's constructor in the memo: the runtime composes the
     # handlers, so they must not import it.
