@@ -201,3 +201,35 @@ async def test_auth_can_i_and_whoami_answer_for_the_sandbox_user(kubeconfig: Pat
     who_code, who = await kubectl(kubeconfig, "auth", "whoami")
     assert (code, output.strip()) == (0, "yes")
     assert who_code == 0 and "sandbox" in who
+
+
+EVENT = """\
+apiVersion: v1
+kind: Event
+metadata: {name: web.1, namespace: default}
+involvedObject: {kind: Pod, name: web-0, namespace: default, fieldPath: "spec.containers{web}"}
+type: Warning
+reason: BackOff
+message: "Back-off restarting failed container  "
+source: {component: kubelet, host: sandbox-node}
+firstTimestamp: "2026-01-01T00:00:00Z"
+lastTimestamp: "2026-01-01T00:00:00Z"
+count: 3
+"""
+
+
+async def test_get_events_prints_the_columns_of_the_real_server(kubeconfig: Path) -> None:
+    created, message = await kubectl(kubeconfig, "create", "-f", "-", stdin=EVENT)
+
+    code, output = await kubectl(kubeconfig, "get", "events")
+    _, wide = await kubectl(kubeconfig, "get", "events", "-o", "wide")
+
+    assert created == 0 and code == 0, message + output
+    header, row = output.splitlines()
+    assert header.split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    assert row.split()[1:] == [
+        "Warning", "BackOff", "pod/web-0", "Back-off", "restarting", "failed", "container"
+    ]  # fmt: skip
+    wide_header = wide.splitlines()[0]
+    assert "SUBOBJECT" in wide_header and "FIRST SEEN" in wide_header
+    assert "kubelet, sandbox-node" in wide and "spec.containers{web}" in wide

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from agentpool.sandbox.resources import Registry
-from agentpool.sandbox.tables import age, human_duration, jsonpath, table
+from agentpool.sandbox.tables import age, event_cells, human_duration, jsonpath, table
 
 
 def test_jsonpath_fields_indexes_and_filters() -> None:
@@ -49,3 +49,34 @@ def test_pod_table_has_default_columns() -> None:
     ]
     assert rendered["rows"][0]["cells"][:4] == ["p", "1/1", "Running", "2"]
     assert rendered["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
+
+
+def test_an_event_row_falls_back_to_event_time_and_series() -> None:
+    now = datetime(2026, 1, 1, 0, 10, tzinfo=UTC)
+    event = {
+        "metadata": {"name": "e.1"},
+        "involvedObject": {"kind": "AgentPool", "name": "pool"},
+        "type": "Normal",
+        "reason": "Scaled",
+        "message": " up to 3 ",
+        "eventTime": "2026-01-01T00:00:00.123456Z",
+        "reportingComponent": "agentpool-operator",
+        "series": {"count": 4, "lastObservedTime": "2026-01-01T00:09:00.000000Z"},
+    }
+
+    cells = event_cells(event, now)
+
+    assert cells == [
+        "60s", "Normal", "Scaled", "agentpool/pool", "", "agentpool-operator", "up to 3",
+        "9m59s", 4, "e.1",
+    ]  # fmt: skip
+
+
+def test_event_table_marks_the_wide_columns() -> None:
+    events = Registry().lookup("", "v1", "events")
+    assert events is not None
+
+    rendered = table(events, [], "1")
+
+    default = [c["name"] for c in rendered["columnDefinitions"] if c["priority"] == 0]
+    assert default == ["Last Seen", "Type", "Reason", "Object", "Message"]
