@@ -17,8 +17,10 @@ process argument list:
    session's stdout directly: it goes to a file in the container and the pump copies byte ranges
    of that file into length-prefixed frames, so no step output can forge a frame.
 
-In the container every step has a directory `$AGENTPOOL_STATE_DIR/<step-id>` (default
-`${TMPDIR:-/tmp}/.agentpool`) holding: `started` (created with noclobber by the step's keeper:
+In the container every step has a directory `<state>/<step-id>`: `<state>` is the container's
+`$AGENTPOOL_STATE_DIR` if set, else the directory the operator sends on the line after the nonce
+(its `agent_state_dir` setting), else `${TMPDIR:-/tmp}/.agentpool`. The step directory holds:
+`started` (created with noclobber by the step's keeper:
 the idempotent start marker, holding the keeper pid), `launch` and `script`, `out` (stdout and
 stderr merged, in write order), `pid` (the step's process group id), `cancel` (a cancel
 request), `rc` (`<exit-code> <reason>`, written atomically by tmp + mv when the step ended).
@@ -120,8 +122,10 @@ echo "$rc ${r:-exit}" >"$d/rc"
 _DRIVER = r"""
 IFS= read -r N || exit 3
 case $N in *[!0-9a-f]*|'') exit 3;; esac
+IFS= read -r SD || exit 3
 SH=${AGENTPOOL_SH:-/bin/sh}
-S=${AGENTPOOL_STATE_DIR:-${TMPDIR:-/tmp}/.agentpool}
+# The container's own AGENTPOOL_STATE_DIR wins over the operator's setting (second line).
+S=${AGENTPOOL_STATE_DIR:-${SD:-${TMPDIR:-/tmp}/.agentpool}}
 umask 077
 [ -d "$S" ] || mkdir -p "$S" || exit 4
 Q=$S/.session.$N
@@ -325,11 +329,15 @@ def build_launcher(request: StepRequest) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def build_hello(nonce: str) -> bytes:
-    """Driver program and nonce: the first bytes written to a session's stdin."""
+def build_hello(nonce: str, state_dir: str | None = None) -> bytes:
+    """Driver program, nonce and state dir (empty: the driver's default): the first bytes
+    written to a session's stdin."""
     if not NONCE.fullmatch(nonce):
         raise StepRequestError("nonce must be 16-64 lowercase hex digits")
-    return DRIVER.encode() + b"\n#end\n" + nonce.encode() + b"\n"
+    state = state_dir or ""
+    if state and (not state.startswith("/") or "\n" in state or "\0" in state):
+        raise StepRequestError(f"state dir must be an absolute path on one line: {state!r}")
+    return DRIVER.encode() + b"\n#end\n" + nonce.encode() + b"\n" + state.encode() + b"\n"
 
 
 def build_run(request: StepRequest, offset: int = 0) -> bytes:

@@ -82,6 +82,7 @@ class StepEngine:
             batching=config.batching,
             build_grace=config.build_grace,
             tail_bytes=config.log_tail_bytes,
+            state_dir=config.agent_state_dir,
             event=self._event,
         )
         self._queues: dict[RunnerKey, BuildQueue] = {}
@@ -321,7 +322,13 @@ class StepEngine:
         known = self._index.get((namespace, name))
         quota = self.agents.quota(known[1][2]) if known is not None else None
         return await logs.read_step_log(
-            self._api, self._exec_api, namespace, name, write, quota=quota
+            self._api,
+            self._exec_api,
+            namespace,
+            name,
+            write,
+            quota=quota,
+            state_dir=self.context.state_dir,
         )
 
     # --- lifecycle ----------------------------------------------------------------------

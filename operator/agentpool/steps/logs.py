@@ -18,17 +18,18 @@ from agentpool.model import AgentPoolSpec, BuildStepSpec, StepPhase
 
 __all__ = ["LogUnavailable", "log_command", "read_step_log"]
 
-# The state directory as the session driver resolves it; the step id comes in as $0 so that
-# nothing is interpolated into the command text.
-_CAT = 'exec cat -- "${AGENTPOOL_STATE_DIR:-${TMPDIR:-/tmp}/.agentpool}/$0/out"'
+# The state directory as the session driver resolves it (the container's own variable, then
+# the operator's setting, then the default); the step id comes in as $0 and the setting as $1,
+# so that nothing is interpolated into the command text.
+_CAT = 'exec cat -- "${AGENTPOOL_STATE_DIR:-${1:-${TMPDIR:-/tmp}/.agentpool}}/$0/out"'
 
 
 class LogUnavailable(Exception):
     """The step has no output to read (never started, or its agent is gone)."""
 
 
-def log_command(step_id: str) -> list[str]:
-    return ["/bin/sh", "-c", _CAT, step_id]
+def log_command(step_id: str, state_dir: str | None = None) -> list[str]:
+    return ["/bin/sh", "-c", _CAT, step_id, state_dir or ""]
 
 
 def step_dir_id(body: dict[str, Any]) -> str:
@@ -46,6 +47,7 @@ async def read_step_log(
     write: Callable[[bytes], object],
     *,
     quota: ApiQuota | None = None,
+    state_dir: str | None = None,
 ) -> int:
     """Stream the whole output of BuildStep `namespace/name` to `write`; return its size.
 
@@ -64,7 +66,7 @@ async def read_step_log(
     if container is None:
         pool = await kube.get_object(api, kube.AGENTPOOLS, namespace, spec.pool)
         container = AgentPoolSpec.from_body(pool.get("spec") or {}).agent_container
-    command = log_command(step_dir_id(body))
+    command = log_command(step_dir_id(body), state_dir)
     total = 0
     if quota is not None:
         connection = await quota.acquire("exec", f"{namespace}/{agent}/{container}")

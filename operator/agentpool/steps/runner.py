@@ -96,6 +96,8 @@ class RunnerContext:
     batching: bool = True
     build_grace: float = 1.0
     tail_bytes: int = 4096
+    # The agent containers' state dir (their own AGENTPOOL_STATE_DIR wins); None: the default.
+    state_dir: str | None = None
     event: Callable[[StepRun, str, str], None] = lambda run, reason, message: None
     pools_changed: asyncio.Event = field(default_factory=asyncio.Event)
     # Tests replace how an exec stream is opened (e.g. to count or fail connections).
@@ -502,7 +504,10 @@ class BuildRunner:
             stream = await self._open_stream(namespace, pod, container)
             try:
                 session = await Session.start(
-                    stream, tail_bytes=0, ready_timeout=SESSION_READY_TIMEOUT
+                    stream,
+                    tail_bytes=0,
+                    ready_timeout=SESSION_READY_TIMEOUT,
+                    state_dir=self.ctx.state_dir,
                 )
             except BaseException:
                 with contextlib.suppress(Exception):

@@ -146,11 +146,13 @@ class Session:
         *,
         tail_bytes: int = DEFAULT_TAIL_BYTES,
         ready_timeout: float | None = 30.0,
+        state_dir: str | None = None,
     ) -> Session:
         """Send the driver and wait until it answers."""
-        session = cls(stream, nonce or secrets.token_hex(16), tail_bytes)
+        greeting = batching.build_hello(nonce := nonce or secrets.token_hex(16), state_dir)
+        session = cls(stream, nonce, tail_bytes)
         session._reader = asyncio.create_task(session._read_loop())
-        await session._send(batching.build_hello(session._nonce))
+        await session._send(greeting)
         try:
             hello = await asyncio.wait_for(asyncio.shield(session._hello), ready_timeout)
         except BaseException:

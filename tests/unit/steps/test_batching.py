@@ -149,8 +149,19 @@ def test_bootstrap_is_constant_and_carries_no_user_data() -> None:
 
     assert batching.BOOTSTRAP_COMMAND[:2] == ("/bin/sh", "-c")
     assert NONCE not in "".join(batching.BOOTSTRAP_COMMAND)
-    assert hello.endswith(b"\n#end\n" + NONCE.encode() + b"\n")
+    assert hello.endswith(b"\n#end\n" + NONCE.encode() + b"\n\n")
     assert b"\n#end\n" not in batching.DRIVER.encode()
+
+
+def test_state_dir_travels_after_the_nonce() -> None:
+    hello = batching.build_hello(NONCE, "/var/agent state")
+
+    assert hello.endswith(b"\n#end\n" + NONCE.encode() + b"\n/var/agent state\n")
+    assert "/var/agent state" not in "".join(batching.BOOTSTRAP_COMMAND)
+    with pytest.raises(StepRequestError):
+        batching.build_hello(NONCE, "relative/dir")
+    with pytest.raises(StepRequestError):
+        batching.build_hello(NONCE, "/two\nlines")
 
 
 def test_nonce_must_be_hex() -> None:
