@@ -197,17 +197,27 @@ def status(pool: str | None, namespace: str | None, url: str, as_json: bool) -> 
 @click.argument("step")
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("--kubeconfig", default=None, help="Kubeconfig file (default: the usual lookup).")
-def logs(step: str, namespace: str, kubeconfig: str | None) -> None:
+@click.option(
+    "--agent-state-dir",
+    envvar="AGENTPOOL_AGENT_STATE_DIR",
+    default=Config().agent_state_dir,
+    show_default=True,
+    help="The operator's agent state directory, where steps keep their output "
+    "[env: AGENTPOOL_AGENT_STATE_DIR].",
+)
+def logs(step: str, namespace: str, kubeconfig: str | None, agent_state_dir: str) -> None:
     """Print the whole output of BuildStep STEP (status.logTail keeps only its end)."""
     from agentpool.steps.logs import LogUnavailable  # noqa: PLC0415
 
     try:
-        asyncio.run(_print_step_log(namespace, step, kubeconfig))
+        asyncio.run(_print_step_log(namespace, step, kubeconfig, agent_state_dir))
     except LogUnavailable as error:
         raise click.ClickException(str(error)) from None
 
 
-async def _print_step_log(namespace: str, step: str, kubeconfig: str | None) -> None:
+async def _print_step_log(
+    namespace: str, step: str, kubeconfig: str | None, state_dir: str
+) -> None:
     from kubernetes_asyncio.client.exceptions import ApiException  # noqa: PLC0415
 
     from agentpool.kube import client as kube  # noqa: PLC0415
@@ -216,7 +226,9 @@ async def _print_step_log(namespace: str, step: str, kubeconfig: str | None) -> 
     out = sys.stdout.buffer
     clients = await kube.connect(kubeconfig)
     try:
-        await read_step_log(clients.api, clients.exec, namespace, step, out.write)
+        await read_step_log(
+            clients.api, clients.exec, namespace, step, out.write, state_dir=state_dir
+        )
     except ApiException as error:
         if error.status == 404:
             raise click.ClickException(f"BuildStep {namespace}/{step} not found") from None
