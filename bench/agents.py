@@ -27,7 +27,7 @@ import contextlib
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +44,7 @@ from bench.harness import (
     running_operator,
     sandbox_process,
 )
-from bench.report import (
-    Row,
-    machine_notes,
-    markdown_table,
-    print_table,
-    today,
-    write_results,
-    write_section,
-)
+from bench.report import Benchmark, Row, publish, section_heading
 
 NAME = "agents"
 COMMAND = "make bench  # or: .venv/bin/python -m bench agents"
@@ -63,6 +55,12 @@ LAUNCHES = "agentpool_agent_launches_total"
 PENDING_WINDOW = "agentpool_agent_virtual_kubelet_pending_total"
 POOL_LABEL = "agentpool.dev/pool"
 COLUMNS = ("figure", "toleration off (Jenkins-like)", "toleration on (default)")
+BENCHMARK = Benchmark(
+    NAME,
+    COMMAND,
+    "Agent startup on virtual kubelets: toleration off vs on (one run)",
+    COLUMNS,
+)
 
 
 @dataclass(frozen=True)
@@ -291,12 +289,8 @@ def correctness_failures(run: RunFigures, scale: Scale) -> list[str]:
 
 def _doc_section(rows: list[Row], run: RunFigures, scale: Scale, seconds: float) -> str:
     requests = ", ".join(f"{k} {v}" for k, v in run.requests_by_resource.items())
-    return f"""## Agent startup on virtual kubelets
-
-Command: `{COMMAND}` ({seconds:.0f} s). Measured {today()} on {machine_notes()}.
-
-{markdown_table(COLUMNS, rows)}
-
+    heading = section_heading(BENCHMARK, "Agent startup on virtual kubelets", rows, seconds)
+    return f"""{heading}
 How it is measured, in one run: one sandbox (child process) and one operator, two pools of
 {scale.agents} agents each on the `{PROFILE}` kubelet profile (the JENKINS-68649 sequence
 scaled from about 80 s to under a second; for 14 pods in 15 every container runs while the
@@ -331,25 +325,21 @@ async def run_scaled(out: Path, scale: Scale, write_doc: bool = True) -> dict[st
     seconds = time.monotonic() - begin
     rows = compare(figures, scale)
     failures = correctness_failures(figures, scale)
-    print_table("Agent startup on virtual kubelets: toleration off vs on (one run)", COLUMNS, rows)
-    document: dict[str, Any] = {
-        "name": NAME,
-        "date": today(),
-        "machine": machine_notes(),
-        "command": COMMAND,
-        "seconds": round(seconds, 1),
-        "scale": asdict(scale),
-        "settings": {"timeScale": TIME_SCALE, "profile": PROFILE},
-        "pools": {name: pool.summary() for name, pool in figures.pools.items()},
-        "operatorRequests": figures.operator_requests,
-        "requestsByResource": figures.requests_by_resource,
-        "table": [asdict(row) for row in rows],
-        "failures": failures,
-    }
-    write_results(NAME, document, out)
-    if write_doc:
-        write_section(NAME, _doc_section(rows, figures, scale, seconds))
-    return document
+    return publish(
+        BENCHMARK,
+        rows,
+        seconds=seconds,
+        scale=scale,
+        figures={
+            "settings": {"timeScale": TIME_SCALE, "profile": PROFILE},
+            "pools": {name: pool.summary() for name, pool in figures.pools.items()},
+            "operatorRequests": figures.operator_requests,
+            "requestsByResource": figures.requests_by_resource,
+        },
+        failures=failures,
+        out=out,
+        section=_doc_section(rows, figures, scale, seconds) if write_doc else None,
+    )
 
 
 if __name__ == "__main__":

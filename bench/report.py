@@ -11,7 +11,7 @@ import json
 import os
 import platform
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -109,3 +109,56 @@ def replace_section(text: str, name: str, body: str) -> str:
 def write_section(name: str, body: str, doc: Path = PERFORMANCE_DOC) -> None:
     text = doc.read_text() if doc.exists() else DOC_HEADER
     doc.write_text(replace_section(text, name, body))
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """What names one benchmark in its results and its docs section."""
+
+    name: str
+    command: str
+    title: str  # of the terminal table
+    columns: Sequence[str]
+
+
+def section_heading(bench: Benchmark, heading: str, rows: Sequence[Row], seconds: float) -> str:
+    """A docs section's heading, how it was run, and its table: every section opens so."""
+    return f"""## {heading}
+
+Command: `{bench.command}` ({seconds:.0f} s). Measured {today()} on {machine_notes()}.
+
+{markdown_table(bench.columns, rows)}
+"""
+
+
+def publish(
+    bench: Benchmark,
+    rows: Sequence[Row],
+    *,
+    seconds: float,
+    scale: Any,
+    figures: dict[str, Any],
+    failures: list[str],
+    out: Path,
+    section: str | None,
+) -> dict[str, Any]:
+    """Print the table, write `<out>/<name>.json` and, unless `section` is None, the docs.
+
+    `scale` is the benchmark's dataclass of workload sizes; `figures` its own results.
+    """
+    print_table(bench.title, bench.columns, rows)
+    document: dict[str, Any] = {
+        "name": bench.name,
+        "date": today(),
+        "machine": machine_notes(),
+        "command": bench.command,
+        "seconds": round(seconds, 1),
+        "scale": asdict(scale),
+        **figures,
+        "table": [asdict(row) for row in rows],
+        "failures": failures,
+    }
+    write_results(bench.name, document, out)
+    if section is not None:
+        write_section(bench.name, section)
+    return document

@@ -45,15 +45,7 @@ from bench.harness import (
     running_operator,
     sandbox_process,
 )
-from bench.report import (
-    Row,
-    machine_notes,
-    markdown_table,
-    print_table,
-    today,
-    write_results,
-    write_section,
-)
+from bench.report import Benchmark, Row, publish, section_heading
 
 NAME = "steps"
 COMMAND = "make bench  # or: .venv/bin/python -m bench steps"
@@ -377,15 +369,11 @@ def correctness_failures(results: dict[str, ModeResult]) -> list[str]:
 
 
 COLUMNS = ("figure", "batching off (baseline)", "batching on")
+BENCHMARK = Benchmark(NAME, COMMAND, "Build steps: batching off vs on (one run)", COLUMNS)
 
 
 def _doc_section(rows: list[Row], scale: Scale, seconds: float) -> str:
-    return f"""## Build steps
-
-Command: `{COMMAND}` ({seconds:.0f} s). Measured {today()} on {machine_notes()}.
-
-{markdown_table(COLUMNS, rows)}
-
+    return f"""{section_heading(BENCHMARK, "Build steps", rows, seconds)}
 How it is measured, in one run with the same code: for each mode a fresh sandbox (in a child
 process) and a fresh in-process operator (`--no-batching`: one exec session per step, held
 for the whole step, as the Jenkins plugin does; then `--batching`), the same pools and
@@ -425,26 +413,26 @@ async def run_scaled(out: Path, scale: Scale, write_doc: bool = True) -> dict[st
     results = {"baseline": baseline, "batching": batching}
     rows = compare(baseline, batching, scale)
     failures = correctness_failures(results)
-    print_table("Build steps: batching off vs on (one run)", COLUMNS, rows)
-    document: dict[str, Any] = {
-        "name": NAME,
-        "date": today(),
-        "machine": machine_notes(),
-        "command": COMMAND,
-        "seconds": round(seconds, 1),
-        "scale": asdict(scale),
-        "settings": {"timeScale": TIME_SCALE, "buildGrace": BUILD_GRACE, "quotaMax": QUOTA_MAX},
-        "modes": {
-            mode: {
-                "workloads": {name: w.summary() for name, w in result.workloads.items()},
-                "leftoverKeepers": result.leftover_keepers,
-            }
-            for mode, result in results.items()
+    return publish(
+        BENCHMARK,
+        rows,
+        seconds=seconds,
+        scale=scale,
+        figures={
+            "settings": {
+                "timeScale": TIME_SCALE,
+                "buildGrace": BUILD_GRACE,
+                "quotaMax": QUOTA_MAX,
+            },
+            "modes": {
+                mode: {
+                    "workloads": {name: w.summary() for name, w in result.workloads.items()},
+                    "leftoverKeepers": result.leftover_keepers,
+                }
+                for mode, result in results.items()
+            },
         },
-        "table": [asdict(row) for row in rows],
-        "failures": failures,
-    }
-    write_results(NAME, document, out)
-    if write_doc:
-        write_section(NAME, _doc_section(rows, scale, seconds))
-    return document
+        failures=failures,
+        out=out,
+        section=_doc_section(rows, scale, seconds) if write_doc else None,
+    )

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 from bench.harness import OPERATOR_CLIENT, StatsView, percentile
-from bench.report import replace_section
+from bench.report import (
+    Benchmark,
+    Row,
+    publish,
+    replace_section,
+    section_heading,
+    write_section,
+)
 
 STATS = {
     "requests": {
@@ -85,3 +94,29 @@ def test_replace_section_appends_a_missing_section() -> None:
     updated = replace_section("# Perf\n", "steps", "body")
 
     assert updated == "# Perf\n\n<!-- bench:steps -->\nbody\n<!-- /bench:steps -->\n"
+
+
+def test_publish_writes_the_results_and_the_docs_section(tmp_path: Path) -> None:
+    bench = Benchmark("demo", "python -m bench demo", "Demo", ("figure", "off", "on"))
+    rows = [Row("requests", "9", "3", "< 5", True)]
+    doc = tmp_path / "performance.md"
+    section = section_heading(bench, "Demo", rows, 2.0) + "Body.\n"
+
+    document = publish(
+        bench,
+        rows,
+        seconds=2.04,
+        scale=Row("x", "y", "z"),
+        figures={"settings": {"k": 1}},
+        failures=[],
+        out=tmp_path,
+        section=None,
+    )
+    write_section(bench.name, section, doc)
+
+    written = json.loads((tmp_path / "demo.json").read_text())
+    assert written == document
+    assert (written["name"], written["seconds"], written["settings"]) == ("demo", 2.0, {"k": 1})
+    assert written["table"][0]["candidate"] == "3"
+    assert "Command: `python -m bench demo` (2 s)" in doc.read_text()
+    assert "| requests | 9 | 3 | < 5 | yes |" in doc.read_text()
