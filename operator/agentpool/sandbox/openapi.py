@@ -577,6 +577,32 @@ def _operation(
     return operation
 
 
+_JSON_TYPES = ("application/json", "application/yaml")
+
+
+def _object_operations(kind: ServedKind, suffix: str, *, v2: bool) -> dict[str, Schema]:
+    """Read, replace and patch of one object (`suffix` ""), or of its `Status` subresource."""
+    patch_types = _CUSTOM_PATCH_TYPES if kind.custom else _BUILTIN_PATCH_TYPES
+    writes: dict[str, tuple[str, list[Schema], tuple[str, Iterable[str]]]] = {
+        "put": ("replace", _WRITE_PARAMETERS, (kind.component, _JSON_TYPES)),
+        "patch": ("patch", _PATCH_PARAMETERS, (f"{_META}.Patch", patch_types)),
+    }
+    read_id = _operation_id("read", kind, suffix)
+    operations = {"get": _operation(kind, "get", read_id, kind.component, [], v2=v2)}
+    for action, (verb, parameters, body) in writes.items():
+        operations[action] = _operation(
+            kind,
+            action,
+            _operation_id(verb, kind, suffix),
+            kind.component,
+            parameters,
+            v2=v2,
+            body=body,
+            codes=("200", "201"),
+        )
+    return operations
+
+
 def _paths(kind: ServedKind, *, v2: bool) -> dict[str, Any]:
     prefix = f"{kind.base}/namespaces/{{namespace}}" if kind.namespaced else kind.base
     collection, item = f"{prefix}/{kind.plural}", f"{prefix}/{kind.plural}/{{name}}"
@@ -584,9 +610,7 @@ def _paths(kind: ServedKind, *, v2: bool) -> dict[str, Any]:
         [_path_parameter("namespace", "object name and auth scope")] if kind.namespaced else []
     )
     item_params = [_path_parameter("name", f"name of the {kind.kind}"), *scope_params]
-    patch_types = _CUSTOM_PATCH_TYPES if kind.custom else _BUILTIN_PATCH_TYPES
-    json_types = ("application/json", "application/yaml")
-    patch_ref = f"{_META}.Patch"
+    json_types = _JSON_TYPES
     status = f"{_META}.Status"
 
     paths: dict[str, Any] = {}
@@ -619,27 +643,7 @@ def _paths(kind: ServedKind, *, v2: bool) -> dict[str, Any]:
     paths[collection] = collection_ops
     paths[item] = {
         "parameters": item_params,
-        "get": _operation(kind, "get", _operation_id("read", kind), kind.component, [], v2=v2),
-        "put": _operation(
-            kind,
-            "put",
-            _operation_id("replace", kind),
-            kind.component,
-            _WRITE_PARAMETERS,
-            v2=v2,
-            body=(kind.component, json_types),
-            codes=("200", "201"),
-        ),
-        "patch": _operation(
-            kind,
-            "patch",
-            _operation_id("patch", kind),
-            kind.component,
-            _PATCH_PARAMETERS,
-            v2=v2,
-            body=(patch_ref, patch_types),
-            codes=("200", "201"),
-        ),
+        **_object_operations(kind, "", v2=v2),
         "delete": _operation(
             kind,
             "delete",
@@ -665,29 +669,7 @@ def _paths(kind: ServedKind, *, v2: bool) -> dict[str, Any]:
     if kind.has_status:
         paths[f"{item}/status"] = {
             "parameters": item_params,
-            "get": _operation(
-                kind, "get", _operation_id("read", kind, "Status"), kind.component, [], v2=v2
-            ),
-            "put": _operation(
-                kind,
-                "put",
-                _operation_id("replace", kind, "Status"),
-                kind.component,
-                _WRITE_PARAMETERS,
-                v2=v2,
-                body=(kind.component, json_types),
-                codes=("200", "201"),
-            ),
-            "patch": _operation(
-                kind,
-                "patch",
-                _operation_id("patch", kind, "Status"),
-                kind.component,
-                _PATCH_PARAMETERS,
-                v2=v2,
-                body=(patch_ref, patch_types),
-                codes=("200", "201"),
-            ),
+            **_object_operations(kind, "Status", v2=v2),
         }
     if v2:
         for path_item in paths.values():
