@@ -222,12 +222,18 @@ def test_finalizers_delay_deletion_until_removed(store: Store) -> None:
     assert error_of(lambda: store.get(WIDGETS, "default", "a")).code == 404
 
 
+def owned_pod(name: str, owner: dict[str, Any]) -> dict[str, Any]:
+    """A pod whose owner reference names the widget `owner`."""
+    dependent = pod(name)
+    meta = owner["metadata"]
+    ref = {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": meta["name"]}
+    dependent["metadata"]["ownerReferences"] = [{**ref, "uid": meta["uid"]}]
+    return dependent
+
+
 def test_owner_deletion_collects_dependents(store: Store) -> None:
     owner = store.create(WIDGETS, "default", widget("owner"))
-    ref = {"apiVersion": "example.dev/v1", "kind": "Widget", "name": "owner"}
-    dependent = pod("p")
-    dependent["metadata"]["ownerReferences"] = [{**ref, "uid": owner["metadata"]["uid"]}]
-    store.create("pods", "default", dependent)
+    store.create("pods", "default", owned_pod("p", owner))
     store.delete(WIDGETS, "default", "owner")
     store.collect_garbage()
     assert error_of(lambda: store.get("pods", "default", "p")).code == 404
@@ -235,16 +241,7 @@ def test_owner_deletion_collects_dependents(store: Store) -> None:
 
 def test_orphan_propagation_keeps_dependents(store: Store) -> None:
     owner = store.create(WIDGETS, "default", widget("owner"))
-    dependent = pod("p")
-    dependent["metadata"]["ownerReferences"] = [
-        {
-            "apiVersion": "example.dev/v1",
-            "kind": "Widget",
-            "name": "owner",
-            "uid": owner["metadata"]["uid"],
-        }
-    ]
-    store.create("pods", "default", dependent)
+    store.create("pods", "default", owned_pod("p", owner))
     store.delete(WIDGETS, "default", "owner", propagation_policy="Orphan")
     store.collect_garbage()
     assert "ownerReferences" not in store.get("pods", "default", "p")["metadata"]
@@ -252,16 +249,7 @@ def test_orphan_propagation_keeps_dependents(store: Store) -> None:
 
 def test_foreground_deletion_waits_for_dependents(store: Store) -> None:
     owner = store.create(WIDGETS, "default", widget("owner"))
-    dependent = pod("p")
-    dependent["metadata"]["ownerReferences"] = [
-        {
-            "apiVersion": "example.dev/v1",
-            "kind": "Widget",
-            "name": "owner",
-            "uid": owner["metadata"]["uid"],
-        }
-    ]
-    store.create("pods", "default", dependent)
+    store.create("pods", "default", owned_pod("p", owner))
     deleting = store.delete(WIDGETS, "default", "owner", propagation_policy="Foreground")
     assert deleting["metadata"]["finalizers"] == ["foregroundDeletion"]
     store.collect_garbage()
