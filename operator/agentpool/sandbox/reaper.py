@@ -38,7 +38,8 @@ def carries(environ: bytes, entries: Mapping[str, str]) -> bool:
     return all(f"{name}={value}".encode() in present for name, value in entries.items())
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie waiting to be reaped."""
     # A zombie has released its memory (its environ reads empty) and cannot be killed again.
     try:
         stat = (_PROC / str(pid) / "stat").read_bytes()
@@ -65,7 +66,7 @@ def marked(entries: Mapping[str, str]) -> list[int]:
             environ = (_PROC / str(pid) / "environ").read_bytes()
         except OSError:
             continue
-        if carries(environ, entries) and _alive(pid):
+        if carries(environ, entries) and alive(pid):
             found.append(pid)
     return found
 

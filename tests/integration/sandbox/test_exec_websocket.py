@@ -17,6 +17,7 @@ from kubernetes.stream import stream
 from agentpool.sandbox import profiles
 from agentpool.sandbox.cluster import Sandbox
 from agentpool.sandbox.kubelet import KUBELET_KEY
+from agentpool.sandbox.reaper import alive
 
 V5, V4 = "v5.channel.k8s.io", "v4.channel.k8s.io"
 WAIT = 20.0
@@ -238,20 +239,12 @@ async def test_pod_that_is_not_running_refuses_exec(
     assert body["message"] == "pod pending does not have a host assigned"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 async def test_deleting_the_pod_kills_exec_processes(
     sandbox: Sandbox, http: aiohttp.ClientSession
 ) -> None:
     _, result = await run_exec(http, "sh", "-c", "sleep 1000 >/dev/null 2>&1 & echo $!")
     background = int(result.text(1))
-    assert _alive(background)
+    assert alive(background)
     groups = sandbox.app[KUBELET_KEY].get().runtime.groups("default", "agent")
     assert groups
 
@@ -259,7 +252,7 @@ async def test_deleting_the_pod_kills_exec_processes(
 
     async def gone() -> None:
         # Process exit (of grandchildren too) has no event to await: poll /proc, bounded.
-        while _alive(background) or any(_alive(pid) for pid in groups):  # noqa: ASYNC110
+        while alive(background) or any(alive(pid) for pid in groups):  # noqa: ASYNC110
             await asyncio.sleep(0.02)
 
     await asyncio.wait_for(gone(), WAIT)

@@ -14,6 +14,7 @@ import pytest
 from agentpool.sandbox import profiles
 from agentpool.sandbox.cluster import Sandbox
 from agentpool.sandbox.kubelet import KUBELET_KEY, Kubelet
+from agentpool.sandbox.reaper import alive
 
 Pod = dict[str, Any]
 WAIT = 10.0
@@ -245,15 +246,6 @@ async def _wait_for_log(http: aiohttp.ClientSession, path: str) -> str:
     return await asyncio.wait_for(poll(), WAIT)
 
 
-def _alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie waiting to be reaped."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 async def _until(condition: Callable[[], bool]) -> None:
     async def poll() -> None:
         # Process exit and directory removal have no event to await: poll, bounded.
@@ -271,10 +263,10 @@ async def test_deleting_the_pod_kills_its_processes_and_removes_its_directory(
     assert container is not None and container.main is not None
     pid = container.main.process.pid
     directory = sandbox.state_dir / "pods" / "default" / "doomed"
-    assert _alive(pid) and directory.is_dir()
+    assert alive(pid) and directory.is_dir()
 
     sandbox.store.delete("pods", "default", "doomed")
-    await _until(lambda: not _alive(pid) and not directory.exists())
+    await _until(lambda: not alive(pid) and not directory.exists())
 
 
 async def test_logs_tail_and_follow(sandbox: Sandbox) -> None:
@@ -320,7 +312,7 @@ async def test_sandbox_exit_leaves_no_process_behind(tmp_path: Path) -> None:
         assert container is not None and container.main is not None
         pid = container.main.process.pid
 
-    await _until(lambda: not _alive(pid))
+    await _until(lambda: not alive(pid))
 
 
 async def test_pods_are_bound_to_a_registered_ready_node(sandbox: Sandbox) -> None:
