@@ -22,6 +22,9 @@ Reuse them from any test under tests/integration/ (pool, steps, surface tests):
   coroutine in the operator's loop (e.g. ``op.runtime.pools.acquire``), and
   ``await op.stop()``. Every operator still running is stopped at teardown.
 - ``operator``: one operator started with ``operator_config``.
+- ``peered_config``: ``operator_config`` with kopf peering on (not standalone, peering
+  name :data:`PEERING`), after installing kopf's peering CRDs and the ``KopfPeering`` /
+  ``ClusterKopfPeering`` objects of that name in the sandbox (as the chart would).
 
 - ``until``: :func:`eventually`, which polls a real condition with a bounded deadline
   (``await until(check, within, message)``; ``check`` is an async callable).
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -47,6 +51,7 @@ from kubernetes_asyncio.client import (
     CoreV1Api,
     CustomObjectsApi,
 )
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from agentpool.config import Config
 from agentpool.kube import client as kube
@@ -273,6 +278,78 @@ async def operator(start_operator: StartOperator) -> RunningOperator:
 @pytest.fixture
 def until() -> Callable[..., Awaitable[Any]]:
     return eventually
+
+
+# --- kopf peering -------------------------------------------------------------------------
+
+PEERING = "agentpool"
+PEERING_GROUP = "kopf.dev"
+
+
+def peering_crd(kind: str, scope: str) -> dict[str, Any]:
+    """A kopf peering CRD as kopf's peering.yaml defines it: open schema, no status subresource."""
+    plural = kind.lower() + "s"
+    schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{PEERING_GROUP}"},
+        "spec": {
+            "group": PEERING_GROUP,
+            "scope": scope,
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": schema},
+                }
+            ],
+        },
+    }
+
+
+async def install_peering(api: ApiClient, name: str = PEERING, namespace: str = NAMESPACE) -> None:
+    """kopf's peering CRDs, then a KopfPeering in `namespace` and a ClusterKopfPeering."""
+    extensions = ApiextensionsV1Api(api)
+    for kind, scope in (("ClusterKopfPeering", "Cluster"), ("KopfPeering", "Namespaced")):
+        await extensions.create_custom_resource_definition(peering_crd(kind, scope))
+    objects = CustomObjectsApi(api)
+
+    async def served() -> bool:
+        try:
+            await objects.list_cluster_custom_object(PEERING_GROUP, "v1", "kopfpeerings")
+            await objects.list_cluster_custom_object(PEERING_GROUP, "v1", "clusterkopfpeerings")
+        except ApiException:
+            return False
+        return True
+
+    await eventually(served, 10.0, "the peering CRDs to be served")
+    version = f"{PEERING_GROUP}/v1"
+    await objects.create_cluster_custom_object(
+        PEERING_GROUP,
+        "v1",
+        "clusterkopfpeerings",
+        {"apiVersion": version, "kind": "ClusterKopfPeering", "metadata": {"name": name}},
+    )
+    await objects.create_namespaced_custom_object(
+        PEERING_GROUP,
+        "v1",
+        namespace,
+        "kopfpeerings",
+        {
+            "apiVersion": version,
+            "kind": "KopfPeering",
+            "metadata": {"name": name, "namespace": namespace},
+        },
+    )
+
+
+@pytest.fixture
+async def peered_config(operator_config: Config, kube_api: ApiClient) -> Config:
+    await install_peering(kube_api)
+    return dataclasses.replace(operator_config, standalone=False, peering_name=PEERING)
 
 
 # --- reading the cluster ------------------------------------------------------------------
