@@ -314,7 +314,8 @@ async def install_peering(api: ApiClient, name: str = PEERING, namespace: str = 
     """kopf's peering CRDs, then a KopfPeering in `namespace` and a ClusterKopfPeering."""
     extensions = ApiextensionsV1Api(api)
     for kind, scope in (("ClusterKopfPeering", "Cluster"), ("KopfPeering", "Namespaced")):
-        await extensions.create_custom_resource_definition(peering_crd(kind, scope))
+        crd: Any = peering_crd(kind, scope)  # the client takes plain dicts as well as models
+        await extensions.create_custom_resource_definition(crd)
     objects = CustomObjectsApi(api)
 
     async def served() -> bool:

@@ -50,14 +50,15 @@ def pool_body(min_idle: int) -> dict[str, Any]:
 
 
 async def scale(api: ApiClient, min_idle: int) -> None:
-    await CustomObjectsApi(api).patch_namespaced_custom_object(
+    patch: Any = CustomObjectsApi(api).patch_namespaced_custom_object
+    await patch(
         kube.GROUP,
         kube.VERSION,
         NAMESPACE,
         kube.AGENTPOOLS,
         POOL,
         {"spec": {"minIdle": min_idle}},
-        _content_type="application/merge-patch+json",
+        _content_type="application/merge-patch+json",  # not in the client's stubs
     )
 
 
@@ -127,7 +128,7 @@ async def test_the_oldest_replica_works_and_a_newer_one_takes_over_when_it_stops
     await until(b_alone, WITHIN, "A's peering record to be removed")
 
     async def b_serves() -> bool:
-        return b.runtime.pools.pools() == [POOL_KEY]
+        return bool(b.runtime.pools.pools() == [POOL_KEY])
 
     await until(b_serves, WITHIN, "B to take the pool over")
     await scale(kube_api, 3)
