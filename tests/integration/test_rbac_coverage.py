@@ -29,6 +29,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from agentpool.config import Config
 from agentpool.kube import client as kube
 from agentpool.sandbox.cluster import Sandbox
+from agentpool.sandbox.stats import resource_path
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "crds"
@@ -75,18 +76,10 @@ class Request:
 
 
 def resolve(method: str, path: str, query: dict[str, str]) -> Request:
-    parts = [p for p in path.split("/") if p]
-    if len(parts) >= 2 and parts[0] == "api":
-        group, rest = "", parts[2:]
-    elif len(parts) >= 3 and parts[0] == "apis":
-        group, rest = parts[1], parts[3:]
-    else:
-        rest = []
-    if not rest:
+    located = resource_path(path, query)
+    if located is None:
         return Request(method.lower(), "", "", "", "", path=path)
-    watch = query.get("watch") in ("1", "true")
-    if rest[0] == "watch":  # the deprecated /watch/ paths
-        watch, rest = True, rest[1:]
+    group, rest, watch = located.group, list(located.segments), located.watch
     namespace = ""
     if rest[0] == "namespaces" and len(rest) > 1:
         namespace = rest[1]

@@ -56,20 +56,36 @@ class RequestInfo:
         return self.resource.split("/", 1)[0] if self.resource else None
 
 
-def classify(method: str, path: str, query: MultiMapping[str]) -> RequestInfo:
-    """Verb and resource key (`pods`, `pods/exec`, `agentpools.agentpool.dev`) of a request."""
+@dataclass(frozen=True)
+class ResourcePath:
+    """Where an API request points, as the API server's RequestInfoResolver splits it."""
+
+    group: str  # "" for the core group
+    segments: tuple[str, ...]  # after the version and any /watch/ prefix; never empty
+    watch: bool  # a /watch/ path or a `watch` query
+
+
+def resource_path(path: str, query: Mapping[str, str]) -> ResourcePath | None:
+    """None for discovery and non-resource paths (`/api`, `/apis/g/v`, `/version`)."""
     parts = [p for p in path.split("/") if p]
     if len(parts) >= 2 and parts[0] == "api":
         group, rest = "", parts[2:]
     elif len(parts) >= 3 and parts[0] == "apis":
         group, rest = parts[1], parts[3:]
     else:
-        return RequestInfo(verb=method.lower(), resource=None)
+        return None
     watch = query.get("watch", "") in _TRUE
-    if rest and rest[0] == "watch":
+    if rest and rest[0] == "watch":  # the deprecated /watch/ paths
         watch, rest = True, rest[1:]
-    if not rest:
+    return ResourcePath(group, tuple(rest), watch) if rest else None
+
+
+def classify(method: str, path: str, query: MultiMapping[str]) -> RequestInfo:
+    """Verb and resource key (`pods`, `pods/exec`, `agentpools.agentpool.dev`) of a request."""
+    located = resource_path(path, query)
+    if located is None:
         return RequestInfo(verb=method.lower(), resource=None)
+    group, rest, watch = located.group, list(located.segments), located.watch
     namespace = None
     if rest[0] == "namespaces" and len(rest) > 1:
         namespace = rest[1]
