@@ -107,6 +107,8 @@ class StepResult:
 
 @dataclass(frozen=True)
 class Check:
+    """One line of the verdict: `what` was expected; `detail` what was seen, if it adds to it."""
+
     what: str
     ok: bool
     detail: str
@@ -144,7 +146,9 @@ def judge(outcome: Outcome) -> list[Check]:
             f" (exit {step.expected_exit_code})" if step.expected_exit_code is not None else ""
         )
         got = step.phase + (f" (exit {step.exit_code})" if step.exit_code is not None else "")
-        checks.append(Check(f"{step.name} is {expected}", step.as_designed, got))
+        # The expectation is the check's text: repeat the observation only when it says more.
+        detail = "" if got == expected else f"got {got}"
+        checks.append(Check(f"{step.name} is {expected}", step.as_designed, detail))
     ran = sum(1 for s in outcome.steps if s.phase in RAN_PHASES)
     checks.append(
         Check(
@@ -234,7 +238,8 @@ def summary(outcome: Outcome) -> RenderableType:
     ]
     for check in outcome.checks:
         mark = Text("  ok  ", style="green") if check.ok else Text(" FAIL ", style="bold red")
-        lines.append(Text.assemble(mark, check.what, (f"  — {check.detail}", "dim")))
+        detail = (f"  — {check.detail}", "dim") if check.detail else ""
+        lines.append(Text.assemble(mark, check.what, detail))
     verdict = (
         Text("\nThe demo behaved as designed.", style="bold green")
         if outcome.ok

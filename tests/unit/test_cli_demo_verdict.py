@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
-from agentpool.demo import EXPECT_EXIT_CODE, EXPECT_PHASE, Outcome, StepResult, judge
+from rich.console import Console
+
+from agentpool.demo import EXPECT_EXIT_CODE, EXPECT_PHASE, Outcome, StepResult, judge, summary
 
 
 def step(name: str, phase: str, exit_code: int | None, **annotations: str) -> StepResult:
@@ -66,3 +69,43 @@ def test_a_timeout_fails() -> None:
     late.timed_out = True
 
     assert "every step finished" in failed(late)
+
+
+def details(check_outcome: Outcome) -> dict[str, str]:
+    return {c.what: c.detail for c in judge(check_outcome)}
+
+
+def rendered_checks(check_outcome: Outcome) -> list[str]:
+    check_outcome.checks = judge(check_outcome)
+    out = io.StringIO()
+    Console(file=out, width=200, color_system=None).print(summary(check_outcome))
+    lines = out.getvalue().splitlines()
+    return [line.rstrip() for line in lines if line.startswith(("  ok  ", " FAIL "))]
+
+
+def test_a_step_as_designed_states_its_expectation_once() -> None:
+    assert rendered_checks(outcome(DESIGNED))[:3] == [
+        "  ok  compile is Succeeded (exit 0)",
+        "  ok  test is Failed (exit 1)",
+        "  ok  publish is Skipped",
+    ]
+
+
+def test_a_step_not_as_designed_shows_what_was_seen() -> None:
+    wrong = outcome([*DESIGNED, step("lint", "Failed", 2)])
+
+    assert details(wrong)["lint is Succeeded (exit 0)"] == "got Failed (exit 2)"
+    assert " FAIL lint is Succeeded (exit 0)  — got Failed (exit 2)" in rendered_checks(wrong)
+
+
+def test_an_unconstrained_exit_code_is_shown_as_what_was_seen() -> None:
+    failed_any = step("probe", "Failed", 3, **{EXPECT_PHASE: "Failed"})
+
+    assert details(outcome([*DESIGNED, failed_any]))["probe is Failed"] == "got Failed (exit 3)"
+
+
+def test_the_session_and_quota_checks_keep_their_figures() -> None:
+    assert rendered_checks(outcome(DESIGNED))[3:] == [
+        "  ok  fewer exec sessions than steps run  — 1 sessions for 2 steps",
+        "  ok  peak API connections within the quota  — peak 2, limit 8",
+    ]
