@@ -147,20 +147,17 @@ def _pool_view(entry: dict[str, Any], phases: dict[str, int]) -> RenderableType:
     connections.add_column("Kind")
     connections.add_column("Target")
     connections.add_column("For", justify="right")
-    for item in running:
-        connections.add_row(
-            Text("running", style="green"),
-            str(item.get("kind")),
-            str(item.get("target")),
-            _seconds(item.get("ageSeconds")),
-        )
-    for item in queued:
-        connections.add_row(
-            Text("queued", style="yellow"),
-            str(item.get("kind")),
-            str(item.get("target")),
-            _seconds(item.get("waitingSeconds")),
-        )
+    for state, style, items, age in (
+        ("running", "green", running, "ageSeconds"),
+        ("queued", "yellow", queued, "waitingSeconds"),
+    ):
+        for item in items:
+            connections.add_row(
+                Text(state, style=style),
+                str(item.get("kind")),
+                str(item.get("target")),
+                _seconds(item.get(age)),
+            )
     if running or queued:
         lines.append(connections)
     else:
