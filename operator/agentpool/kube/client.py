@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api, CustomObjectsApi
@@ -64,28 +64,28 @@ async def load_configuration(
     return configuration
 
 
-def _prepare(configuration: Configuration, connection_limit: int) -> None:
+_C = TypeVar("_C", bound=ApiClient)
+
+
+def _identified(kind: type[_C], configuration: Configuration, connection_limit: int) -> _C:
     configuration.connection_pool_maxsize = connection_limit
+    api = kind(configuration)
+    api.user_agent = USER_AGENT
+    return api
 
 
 def new_api_client(
     configuration: Configuration, *, connection_limit: int = DEFAULT_CONNECTION_LIMIT
 ) -> ApiClient:
     """An ApiClient for ordinary requests, identified by the operator's User-Agent."""
-    _prepare(configuration, connection_limit)
-    api = ApiClient(configuration)
-    api.user_agent = USER_AGENT
-    return api
+    return _identified(ApiClient, configuration, connection_limit)
 
 
 def new_exec_client(
     configuration: Configuration, *, connection_limit: int = DEFAULT_CONNECTION_LIMIT
 ) -> ExecApiClient:
     """The WebSocket client for exec sessions, sharing the same configuration."""
-    _prepare(configuration, connection_limit)
-    api = ExecApiClient(configuration)
-    api.user_agent = USER_AGENT
-    return api
+    return _identified(ExecApiClient, configuration, connection_limit)
 
 
 @dataclass(frozen=True)
