@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypedDict
 
 
@@ -58,45 +59,53 @@ def _details(group: str, kind: str, name: str) -> dict[str, Any]:
     return details
 
 
-def not_found(group: str, plural: str, name: str) -> ApiError:
+def _object_error(
+    code: int,
+    reason: str,
+    object_id: tuple[str, str, str],
+    message: Callable[[str], str],
+    causes: list[Cause] | None = None,
+) -> ApiError:
+    """An error about one object; `message` words it around `<plural>.<group> "<name>"`."""
+    group, plural, name = object_id
     qualified = f"{plural}.{group}" if group else plural
     return ApiError(
-        404, "NotFound", f'{qualified} "{name}" not found', details=_details(group, plural, name)
+        code,
+        reason,
+        message(f'{qualified} "{name}"'),
+        causes=causes,
+        details=_details(group, plural, name),
     )
 
 
+def not_found(group: str, plural: str, name: str) -> ApiError:
+    return _object_error(404, "NotFound", (group, plural, name), lambda it: f"{it} not found")
+
+
 def already_exists(group: str, plural: str, name: str) -> ApiError:
-    qualified = f"{plural}.{group}" if group else plural
-    return ApiError(
-        409,
-        "AlreadyExists",
-        f'{qualified} "{name}" already exists',
-        details=_details(group, plural, name),
+    return _object_error(
+        409, "AlreadyExists", (group, plural, name), lambda it: f"{it} already exists"
     )
 
 
 def conflict(group: str, plural: str, name: str) -> ApiError:
-    qualified = f"{plural}.{group}" if group else plural
-    return ApiError(
+    return _object_error(
         409,
         "Conflict",
-        f'Operation cannot be fulfilled on {qualified} "{name}": the object has been modified; '
-        "please apply your changes to the latest version and try again",
-        details=_details(group, plural, name),
+        (group, plural, name),
+        lambda it: (
+            f"Operation cannot be fulfilled on {it}: the object has been modified; "
+            "please apply your changes to the latest version and try again"
+        ),
     )
 
 
 def invalid(group: str, kind: str, name: str, causes: list[Cause]) -> ApiError:
     """422 Invalid; the message aggregates causes the way the API server's field errors do."""
-    qualified = f"{kind}.{group}" if group else kind
     rendered = [f"{c['field']}: {c['message']}" if c["field"] else c["message"] for c in causes]
     summary = rendered[0] if len(rendered) == 1 else "[" + ", ".join(rendered) + "]"
-    return ApiError(
-        422,
-        "Invalid",
-        f'{qualified} "{name}" is invalid: {summary}',
-        causes=causes,
-        details=_details(group, kind, name),
+    return _object_error(
+        422, "Invalid", (group, kind, name), lambda it: f"{it} is invalid: {summary}", causes
     )
 
 
@@ -125,12 +134,8 @@ def gone(message: str) -> ApiError:
 
 
 def forbidden(group: str, plural: str, name: str, message: str) -> ApiError:
-    qualified = f"{plural}.{group}" if group else plural
-    return ApiError(
-        403,
-        "Forbidden",
-        f'{qualified} "{name}" is forbidden: {message}',
-        details=_details(group, plural, name),
+    return _object_error(
+        403, "Forbidden", (group, plural, name), lambda it: f"{it} is forbidden: {message}"
     )
 
 
