@@ -21,6 +21,9 @@ LINES = 200
 # Far longer than the tail, so the tail alone cannot pass for the whole output.
 SCRIPT = f'i=1; while [ $i -le {LINES} ]; do echo "line $i of the build"; i=$((i+1)); done'
 EXPECTED = "".join(f"line {i} of the build\n" for i in range(1, LINES + 1))
+# The shared fixtures' types (tests/integration/conftest.py), which tests do not import.
+StartOperator = Callable[..., Awaitable[Any]]
+Until = Callable[..., Awaitable[Any]]
 
 
 @pytest.fixture
@@ -33,9 +36,7 @@ def operator_config(operator_config: Config) -> Config:
     return dataclasses.replace(operator_config, log_tail_bytes=TAIL_BYTES)
 
 
-async def run_long_step(
-    api: ApiClient, until: Callable[..., Awaitable[Any]], env: list[dict[str, str]]
-) -> None:
+async def run_long_step(api: ApiClient, until: Until, env: list[dict[str, str]]) -> None:
     """A pool whose agent container has `env`, and a step printing far more than the tail."""
     pool = pool_body("logs-pool", minIdle=1)
     (container,) = pool["spec"]["template"]["spec"]["containers"]
@@ -51,15 +52,9 @@ async def run_long_step(
 
 
 async def test_logs_prints_the_whole_output_of_a_step(
-    operator: Any,
-    kube_api: ApiClient,
-    cluster: Sandbox,
-    until: Callable[..., Awaitable[Any]],
-    tmp_path: Path,
+    operator: Any, kube_api: ApiClient, cluster: Sandbox, until: Until
 ) -> None:
-    # The container's own state dir wins for the session and for `agentpool logs` alike.
-    state = [{"name": "AGENTPOOL_STATE_DIR", "value": str(tmp_path / "state")}]
-    await run_long_step(kube_api, until, state)
+    await run_long_step(kube_api, until, [])
 
     done = await agentpool("logs", STEP, "--kubeconfig", str(cluster.kubeconfig_path))
 
@@ -71,19 +66,35 @@ async def test_logs_prints_the_whole_output_of_a_step(
     assert EXPECTED.endswith(tail)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`agentpool logs` has no --agent-state-dir: it reads ${TMPDIR:-/tmp}/.agentpool, "
-    "while the operator's sessions use its agent_state_dir (/tmp/.agentpool), and sandbox "
-    "containers set TMPDIR",
-)
-async def test_logs_reads_the_operators_default_state_dir(
-    operator: Any,
+async def test_logs_reads_the_operators_agent_state_dir_when_told(
+    *,
+    operator_config: Config,
+    start_operator: StartOperator,
     kube_api: ApiClient,
     cluster: Sandbox,
-    until: Callable[..., Awaitable[Any]],
+    until: Until,
+    tmp_path: Path,
 ) -> None:
+    state_dir = str(tmp_path / "operator-state")
+    await start_operator(dataclasses.replace(operator_config, agent_state_dir=state_dir))
     await run_long_step(kube_api, until, [])
+    kubeconfig = str(cluster.kubeconfig_path)
+
+    told = await agentpool("logs", STEP, "--kubeconfig", kubeconfig, "--agent-state-dir", state_dir)
+    untold = await agentpool("logs", STEP, "--kubeconfig", kubeconfig)
+
+    assert told.code == 0, told.err
+    assert told.out == EXPECTED
+    assert untold.code != 0
+    assert "no longer on agent" in untold.err
+
+
+async def test_logs_follows_the_containers_own_state_dir(
+    operator: Any, kube_api: ApiClient, cluster: Sandbox, until: Until, tmp_path: Path
+) -> None:
+    # The container's AGENTPOOL_STATE_DIR wins for the session and for `agentpool logs` alike.
+    state = [{"name": "AGENTPOOL_STATE_DIR", "value": str(tmp_path / "container-state")}]
+    await run_long_step(kube_api, until, state)
 
     done = await agentpool("logs", STEP, "--kubeconfig", str(cluster.kubeconfig_path))
 
