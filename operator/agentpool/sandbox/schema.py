@@ -417,7 +417,7 @@ class _Validator:
         return found
 
     def obj(self, value: dict[str, Any], schema: Schema, path: list[PathPart]) -> list[Cause]:
-        where, found = field_path(path), []
+        found: list[Cause] = []
         if schema.get("x-kubernetes-embedded-resource"):
             for key in ("apiVersion", "kind"):
                 if not value.get(key):
@@ -434,13 +434,7 @@ class _Validator:
                 missing = field_path([*path, key])
                 self.paths.setdefault(missing, path)  # a required field ratchets on its parent
                 found.append(causes.required(missing))
-        max_props = schema.get("maxProperties")
-        if isinstance(max_props, int) and len(value) > max_props:
-            found.append(causes.too_many(where, len(value), max_props))
-        min_props = schema.get("minProperties")
-        if isinstance(min_props, int) and len(value) < min_props:
-            detail = f"{_body(path)} should have at least {min_props} properties"
-            found.append(causes.invalid(where, value, detail))
+        found.extend(_size_causes(value, schema, path, "Properties", "properties"))
         props, extra = _properties(schema), _additional(schema)
         for key, item in value.items():
             if not path and key == "metadata":
@@ -465,13 +459,7 @@ class _Validator:
 
     def array(self, value: list[Any], schema: Schema, path: list[PathPart]) -> list[Cause]:
         where, found = field_path(path), []
-        max_items = schema.get("maxItems")
-        if isinstance(max_items, int) and len(value) > max_items:
-            found.append(causes.too_many(where, len(value), max_items))
-        min_items = schema.get("minItems")
-        if isinstance(min_items, int) and len(value) < min_items:
-            detail = f"{_body(path)} should have at least {min_items} items"
-            found.append(causes.invalid(where, value, detail))
+        found.extend(_size_causes(value, schema, path, "Items", "items"))
         list_type = schema.get("x-kubernetes-list-type")
         if schema.get("uniqueItems") and list_type != "set" and _first_duplicate(value) >= 0:
             detail = f"{_body(path)} shouldn't contain duplicates"
@@ -498,6 +486,20 @@ class _Validator:
             for index, item in enumerate(value):
                 found.extend(self.node(item, items, [*path, index]))
         return found
+
+
+def _size_causes(
+    value: dict[str, Any] | list[Any], schema: Schema, path: list[PathPart], of: str, noun: str
+) -> list[Cause]:
+    """`max<of>` and `min<of>` (Properties of an object, Items of an array)."""
+    where, found = field_path(path), []
+    most, least = schema.get(f"max{of}"), schema.get(f"min{of}")
+    if isinstance(most, int) and len(value) > most:
+        found.append(causes.too_many(where, len(value), most))
+    if isinstance(least, int) and len(value) < least:
+        detail = f"{_body(path)} should have at least {least} {noun}"
+        found.append(causes.invalid(where, value, detail))
+    return found
 
 
 def _first_duplicate(values: list[Any]) -> int:
