@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any, TypeVar
 import helm_python as helm
 import pytest
 import yaml
+from chart_commands import succeed
 from chart_rendering import CHART_DIR, NAMESPACE, RELEASE, ROOT, render_objects
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -36,16 +36,8 @@ async def blocking(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
-    done = subprocess.run(
-        [KUBECTL, "--kubeconfig", str(kubeconfig), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
-    return done.stdout
+    argv = [KUBECTL, "--kubeconfig", str(kubeconfig), *args]
+    return succeed(argv, what=f"kubectl {' '.join(args)}", stdin=stdin)
 
 
 def create_namespaces(kubeconfig: Path, namespaces: list[str]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from chart_commands import succeed
 from chart_rendering import ROOT
 
 from agentpool.sandbox.cluster import Sandbox
@@ -45,19 +45,8 @@ async def run(kubeconfig: Path, command: str, stdin: str | None = None) -> str:
         "KUBECONFIG": str(kubeconfig),
         "PATH": f"{KUBECTL_DIR}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    done = await asyncio.to_thread(
-        subprocess.run,
-        shlex.split(command, comments=True),
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        check=False,
-        timeout=60,
-    )
-    assert done.returncode == 0, f"{command}: {done.stderr}"
-    return done.stdout
+    argv = shlex.split(command, comments=True)
+    return await asyncio.to_thread(succeed, argv, what=command, stdin=stdin, env=env, cwd=ROOT)
 
 
 async def test_crd_upgrade_examples_and_uninstall_commands(kubeconfig: Path) -> None:
