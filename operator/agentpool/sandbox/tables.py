@@ -54,6 +54,11 @@ def jsonpath(obj: Any, path: str) -> list[Any]:
     return values
 
 
+def _two_units(major: int, major_unit: str, minor: int, minor_unit: str) -> str:
+    """`3m5s`, or `3m` when the minor part is zero."""
+    return f"{major}{major_unit}{minor}{minor_unit}" if minor else f"{major}{major_unit}"
+
+
 def human_duration(seconds: float) -> str:
     """Kubernetes' `duration.HumanDuration`, as the AGE column shows."""
     if seconds < -1:
@@ -65,25 +70,21 @@ def human_duration(seconds: float) -> str:
         return f"{s}s"
     minutes = s // 60
     if minutes < 10:
-        rest = s % 60
-        return f"{minutes}m{rest}s" if rest else f"{minutes}m"
+        return _two_units(minutes, "m", s % 60, "s")
     if minutes < 180:
         return f"{minutes}m"
     hours = minutes // 60
     if hours < 8:
-        rest = minutes % 60
-        return f"{hours}h{rest}m" if rest else f"{hours}h"
+        return _two_units(hours, "h", minutes % 60, "m")
     if hours < 48:
         return f"{hours}h"
     if hours < 24 * 8:
-        rest = hours % 24
-        return f"{hours // 24}d{rest}h" if rest else f"{hours // 24}d"
+        return _two_units(hours // 24, "d", hours % 24, "h")
     if hours < 24 * 365 * 2:
         return f"{hours // 24}d"
     years = hours // (24 * 365)
     if years < 8:
-        days = (hours // 24) % 365
-        return f"{years}y{days}d" if days else f"{years}y"
+        return _two_units(years, "y", (hours // 24) % 365, "d")
     return f"{years}y"
 
 
