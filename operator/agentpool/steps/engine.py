@@ -145,14 +145,12 @@ class StepEngine:
             created=str(meta.get("creationTimestamp", "")),
             generation=meta.get("generation"),
             tail_limit=self.config.log_tail_bytes,
-            enqueued_at=asyncio.get_running_loop().time(),
         )
         if phase is StepPhase.RUNNING:
             for field_name, value in StepRun.recovered_state(status).items():
                 setattr(run, field_name, value)
             if run.recovered_agent is not None:
                 run.submitted = True  # it may be running: resume, never start again
-                run.enqueued_at = 0.0
                 tail = status.get("logTail")
                 if isinstance(tail, str):
                     run.add_output(tail.encode())

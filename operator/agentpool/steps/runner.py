@@ -43,6 +43,9 @@ QUEUED_DELAY = 0.5
 # How often an idle build looks for builds waiting for an agent of its pool.
 HAND_OVER_POLL = 0.05
 RUNNING_DELAY = 0.1
+# The batch window is slept in this many ticks, and lasts at most GATHER_CAP windows.
+GATHER_TICKS = 5
+GATHER_CAP = 4
 
 
 class Lease(Protocol):
@@ -131,11 +134,13 @@ class BuildRunner:
         self._pending_pool: set[str] = set()
         # The first step on a new lease waits for its batch window; later ones never do.
         self._gathered = False
+        self._arrivals = 0  # steps added so far: the batch window restarts on each
 
     # --- queue ------------------------------------------------------------------------
 
     def add(self, run: StepRun) -> None:
         self.steps[run.name] = run
+        self._arrivals += 1
         self.queue.add(run.queued)
         self.wake.set()
 
@@ -198,7 +203,7 @@ class BuildRunner:
                         continue
                     if not self._gathered:
                         self._gathered = True
-                        if await self._gather(run, spec):
+                        if await self._gather(spec):
                             continue
                 tried_lease = False
                 self.running = run
@@ -522,15 +527,30 @@ class BuildRunner:
         self._sessions[key] = opened
         return opened
 
-    async def _gather(self, run: StepRun, spec: AgentPoolSpec) -> bool:
-        """Wait out the rest of the step's batch window, so that steps created together are
-        all seen, and start in their order; True when it waited (decide again)."""
-        if not run.enqueued_at:
+    async def _gather(self, spec: AgentPoolSpec) -> bool:
+        """Wait until no step of the build arrived for `sessions.batchWindow`, so that steps
+        created together are all seen and start in their order; True when it waited.
+
+        The window counts the operator's progress, not wall time: it is slept in ticks and a
+        tick that took longer (a starved thread, a busy loop still delivering the other steps'
+        events one by one) counts as one tick. An arrival restarts the window; the whole wait
+        is capped at `GATHER_CAP` windows of progress.
+        """
+        window = spec.sessions.batch_window
+        if window <= 0:
             return False
-        remaining = run.enqueued_at + spec.sessions.batch_window - asyncio.get_running_loop().time()
-        if remaining <= 0:
-            return False
-        await asyncio.sleep(remaining)
+        loop = asyncio.get_running_loop()
+        tick = max(window / GATHER_TICKS, 0.001)
+        seen, quiet, total = self._arrivals, 0.0, 0.0
+        while quiet < window and total < window * GATHER_CAP:
+            before = loop.time()
+            await asyncio.sleep(tick)
+            progress = min(loop.time() - before, tick)
+            total += progress
+            if self._arrivals != seen:
+                seen, quiet = self._arrivals, 0.0
+            else:
+                quiet += progress
         return True
 
     async def _open_stream(self, namespace: str, pod: str, container: str) -> Any:

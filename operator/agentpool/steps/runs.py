@@ -55,7 +55,6 @@ class StepRun:
     submitted: bool = False  # a run message may have reached an agent: never re-run blindly
     deleted: asyncio.Event = field(default_factory=asyncio.Event)
     gone: bool = False  # deleted and no longer stored (no finalizer held it): write nothing
-    enqueued_at: float = 0.0  # loop time when queued (batch window)
 
     @property
     def key(self) -> tuple[str, str]:

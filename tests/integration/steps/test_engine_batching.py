@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -111,3 +113,31 @@ async def test_idle_build_hands_its_agent_to_a_waiting_build(tmp_path: Path) -> 
     assert statuses["b1"]["phase"] == "Succeeded"
     assert [build for build, _ in h.agents.acquired] == [f"{NS}/a", f"{NS}/b"]
     assert h.agents.released[0] == ("p-0", False)
+
+
+async def test_step_delivered_late_by_a_starved_loop_still_runs_in_order(tmp_path: Path) -> None:
+    # kopf hands steps created together to the engine one by one, each after several loop
+    # iterations; a starved operator thread stretches that past the batch window in wall
+    # time. The window counts the loop's progress, so the earlier step is still seen first.
+    async with engine_on_sandbox(tmp_path) as h:
+        out = h.home("p-0") / "order"
+        window = h.agents.specs[f"{NS}/p"].sessions.batch_window
+
+        def deliver(name: str, order: int) -> None:
+            body = step_body(name, f"echo {name} >> {out}", build="b", order=order)
+            h.engine.on_step_event("ADDED", h.create(body))
+
+        async def starved_delivery() -> None:
+            # The operator's thread gets no CPU: the loop stalls (deliberately blocking).
+            time.sleep(3 * window)  # noqa: ASYNC251
+            for _ in range(5):  # kopf's worker needs a few iterations per event
+                await asyncio.sleep(0)
+            deliver("first", 1)
+
+        deliver("second", 2)
+        await starved_delivery()
+        statuses = await h.wait_final("first", "second")
+        order = out.read_text().split()
+
+    assert {s["phase"] for s in statuses.values()} == {"Succeeded"}
+    assert order == ["first", "second"]
