@@ -215,28 +215,33 @@ async def test_unsupported_subprotocol_is_refused(http: aiohttp.ClientSession) -
     assert error.value.status == 400
 
 
-async def test_container_is_required_when_the_pod_has_several(
-    sandbox: Sandbox, http: aiohttp.ClientSession
+@pytest.mark.parametrize(
+    ("name", "pod", "message"),
+    [
+        pytest.param(
+            "duo",
+            {"containers": ["a", "b"]},
+            "a container name must be specified for pod duo, choose one of: [a b]",
+            id="container-required-when-several",
+        ),
+        pytest.param(
+            "pending",
+            {"profile": "unschedulable"},
+            "pod pending does not have a host assigned",
+            id="pod-not-running",
+        ),
+    ],
+)
+async def test_exec_is_refused_with_the_api_servers_message(
+    sandbox: Sandbox, http: aiohttp.ClientSession, name: str, pod: dict[str, Any], message: str
 ) -> None:
-    await start_pod(sandbox, "duo", containers=["a", "b"])
+    await start_pod(sandbox, name, **pod)
 
-    async with http.get(EXEC.format("duo"), params=exec_params("true")) as response:
+    async with http.get(EXEC.format(name), params=exec_params("true")) as response:
         body = await response.json()
 
     assert response.status == 400
-    assert body["message"] == "a container name must be specified for pod duo, choose one of: [a b]"
-
-
-async def test_pod_that_is_not_running_refuses_exec(
-    sandbox: Sandbox, http: aiohttp.ClientSession
-) -> None:
-    await start_pod(sandbox, "pending", profile="unschedulable")
-
-    async with http.get(EXEC.format("pending"), params=exec_params("true")) as response:
-        body = await response.json()
-
-    assert response.status == 400
-    assert body["message"] == "pod pending does not have a host assigned"
+    assert body["message"] == message
 
 
 async def test_deleting_the_pod_kills_exec_processes(
