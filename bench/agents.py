@@ -325,20 +325,15 @@ async def run_scaled(out: Path, scale: Scale, write_doc: bool = True) -> dict[st
     seconds = time.monotonic() - begin
     rows = compare(figures, scale)
     failures = correctness_failures(figures, scale)
+    summary: dict[str, Any] = {
+        "settings": {"timeScale": TIME_SCALE, "profile": PROFILE},
+        "pools": {name: pool.summary() for name, pool in figures.pools.items()},
+        "operatorRequests": figures.operator_requests,
+        "requestsByResource": figures.requests_by_resource,
+    }
+    section = _doc_section(rows, figures, scale, seconds) if write_doc else None
     return publish(
-        BENCHMARK,
-        rows,
-        seconds=seconds,
-        scale=scale,
-        figures={
-            "settings": {"timeScale": TIME_SCALE, "profile": PROFILE},
-            "pools": {name: pool.summary() for name, pool in figures.pools.items()},
-            "operatorRequests": figures.operator_requests,
-            "requestsByResource": figures.requests_by_resource,
-        },
-        failures=failures,
-        out=out,
-        section=_doc_section(rows, figures, scale, seconds) if write_doc else None,
+        BENCHMARK, rows, failures, summary, seconds=seconds, scale=scale, out=out, section=section
     )
 
 

@@ -134,11 +134,11 @@ Command: `{bench.command}` ({seconds:.0f} s). Measured {today()} on {machine_not
 def publish(
     bench: Benchmark,
     rows: Sequence[Row],
+    failures: list[str],
+    figures: dict[str, Any],
     *,
     seconds: float,
     scale: Any,
-    figures: dict[str, Any],
-    failures: list[str],
     out: Path,
     section: str | None,
 ) -> dict[str, Any]:

@@ -413,26 +413,21 @@ async def run_scaled(out: Path, scale: Scale, write_doc: bool = True) -> dict[st
     results = {"baseline": baseline, "batching": batching}
     rows = compare(baseline, batching, scale)
     failures = correctness_failures(results)
-    return publish(
-        BENCHMARK,
-        rows,
-        seconds=seconds,
-        scale=scale,
-        figures={
-            "settings": {
-                "timeScale": TIME_SCALE,
-                "buildGrace": BUILD_GRACE,
-                "quotaMax": QUOTA_MAX,
-            },
-            "modes": {
-                mode: {
-                    "workloads": {name: w.summary() for name, w in result.workloads.items()},
-                    "leftoverKeepers": result.leftover_keepers,
-                }
-                for mode, result in results.items()
-            },
+    summary: dict[str, Any] = {
+        "settings": {
+            "timeScale": TIME_SCALE,
+            "buildGrace": BUILD_GRACE,
+            "quotaMax": QUOTA_MAX,
         },
-        failures=failures,
-        out=out,
-        section=_doc_section(rows, scale, seconds) if write_doc else None,
+        "modes": {
+            mode: {
+                "workloads": {name: w.summary() for name, w in result.workloads.items()},
+                "leftoverKeepers": result.leftover_keepers,
+            }
+            for mode, result in results.items()
+        },
+    }
+    section = _doc_section(rows, scale, seconds) if write_doc else None
+    return publish(
+        BENCHMARK, rows, failures, summary, seconds=seconds, scale=scale, out=out, section=section
     )

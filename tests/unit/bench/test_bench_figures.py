@@ -102,15 +102,10 @@ def test_publish_writes_the_results_and_the_docs_section(tmp_path: Path) -> None
     doc = tmp_path / "performance.md"
     section = section_heading(bench, "Demo", rows, 2.0) + "Body.\n"
 
+    figures = {"settings": {"k": 1}}
+    scale = Row("x", "y", "z")
     document = publish(
-        bench,
-        rows,
-        seconds=2.04,
-        scale=Row("x", "y", "z"),
-        figures={"settings": {"k": 1}},
-        failures=[],
-        out=tmp_path,
-        section=None,
+        bench, rows, [], figures, seconds=2.04, scale=scale, out=tmp_path, section=None
     )
     write_section(bench.name, section, doc)
 
