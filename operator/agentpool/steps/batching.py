@@ -23,7 +23,8 @@ In the container every step has a directory `<state>/<step-id>`: `<state>` is th
 `started` (created with noclobber by the step's keeper:
 the idempotent start marker, holding the keeper pid), `launch` and `script`, `out` (stdout and
 stderr merged, in write order), `pid` (the step's process group id), `cancel` (a cancel
-request), `rc` (`<exit-code> <reason>`, written atomically by tmp + mv when the step ended).
+request), `halt` (the keeper is stopping the step: cancel or timeout), `rc`
+(`<exit-code> <reason>`, written atomically by tmp + mv when the step ended).
 
 A keeper process, detached with `setsid` (util-linux and busybox both have it), starts the step
 in its own session/process group, waits for it and writes `rc`; it also enforces the timeout
@@ -74,6 +75,9 @@ stop() {
   # Before the step exists a request is only remembered; it is acted on right after launch.
   [ -n "$p" ] || { q=$1; return 0; }
   r=$1
+  # A TERM reaching the forked step before `setsid` is swallowed by the traps it inherited;
+  # the launcher, running after `setsid`, sees `halt` and exits instead.
+  : >"$d/halt" 2>/dev/null
   kill -TERM "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null
   after k "$g" 'kill -KILL "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null'
 }
@@ -313,8 +317,9 @@ def check_step_id(step_id: str) -> None:
 
 def build_launcher(request: StepRequest) -> bytes:
     """The small sh program that sets cwd and env, then execs the step's shell on its script."""
-    # A cancel that lands while the keeper forks the step would find no process group yet.
-    lines = ['[ -e "$1/cancel" ] && exit 143']
+    # A cancel or timeout that lands while the keeper forks the step finds no process group
+    # yet and its TERM may be swallowed: the markers stop the step (its group exists by now).
+    lines = ['{ [ -e "$1/cancel" ] || [ -e "$1/halt" ]; } && exit 143']
     if request.working_dir:
         wd = _quote(request.working_dir)
         lines.append(
