@@ -5,6 +5,12 @@ operator depends on. Recording therefore never blocks the caller and never raise
 Event is posted by a background task, through the pool's API quota when one is given
 (every API connection made for a pool counts against its quota), and a failure is only
 logged. When the API server is slow the backlog is bounded and newer Events are dropped.
+
+Like client-go's EventCorrelator, repeats are aggregated: the same Event (same object,
+type, reason and message) recorded again within a window updates the existing object's
+`count` and `lastTimestamp` with one merge patch instead of creating another object, and
+repeats arriving while a write is in flight are folded into one follow-up patch. The
+bookkeeping is the pure `EventCorrelator`; `EventRecorder` only does the I/O.
 """
 
 from __future__ import annotations
@@ -13,16 +19,26 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Final
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal
 
 from kubernetes_asyncio.client import ApiClient, CoreV1Api
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from agentpool.kube.quota import ApiQuota
 
-__all__ = ["NORMAL", "WARNING", "EventRecorder", "ObjectRef"]
+__all__ = [
+    "NORMAL",
+    "WARNING",
+    "EventCorrelator",
+    "EventKey",
+    "EventRecorder",
+    "ObjectRef",
+    "Write",
+]
 
 NORMAL: Final = "Normal"
 WARNING: Final = "Warning"
@@ -35,6 +51,10 @@ MAX_BACKLOG: Final = 512
 DROPS_PER_WARNING: Final = 100
 # Few parallel posts: Events must not crowd out the pool's real work.
 MAX_PARALLEL: Final = 4
+# A repeat within this long of the previous occurrence updates the same Event (client-go: 10 min).
+AGGREGATION_WINDOW: Final = timedelta(minutes=10)
+# Distinct Events remembered for aggregation; the least recently seen are forgotten first.
+MAX_SERIES: Final = 4096
 
 _log = logging.getLogger(__name__)
 
@@ -72,13 +92,123 @@ class ObjectRef:
         return body
 
 
-def event_body(
-    ref: ObjectRef, type_: str, reason: str, message: str, *, component: str, now: datetime
-) -> dict[str, Any]:
-    """The core/v1 Event for one occurrence."""
-    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _clip(message: str) -> str:
     if len(message) > MAX_MESSAGE:
-        message = message[: MAX_MESSAGE - 1] + "…"
+        return message[: MAX_MESSAGE - 1] + "…"
+    return message
+
+
+@dataclass(frozen=True)
+class EventKey:
+    """What makes two occurrences the same Event."""
+
+    ref: ObjectRef
+    type_: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Write:
+    """One API write for a series: create its Event, or patch the existing one."""
+
+    verb: Literal["create", "patch"]
+    count: int
+    first: datetime
+    last: datetime
+    name: str = ""  # the Event to patch
+    series: int = 0  # which window of the key it belongs to
+
+
+@dataclass
+class _Series:
+    number: int
+    first: datetime
+    last: datetime
+    count: int
+    name: str = ""  # the Event object, once created
+    written: int = 0  # the count the API server has
+    in_flight: bool = False
+
+
+class EventCorrelator:
+    """Which write, if any, each occurrence needs; pure bookkeeping, no I/O.
+
+    `observe` an occurrence and start the write it returns (None: a write for that Event is
+    in flight and will be followed up); report each write's outcome to `done`, which may
+    return the follow-up for occurrences that arrived meanwhile.
+    """
+
+    def __init__(self, window: timedelta = AGGREGATION_WINDOW, capacity: int = MAX_SERIES) -> None:
+        self._window = window
+        self._capacity = capacity
+        self._series: OrderedDict[EventKey, _Series] = OrderedDict()
+        self._started = 0
+
+    def __len__(self) -> int:
+        return len(self._series)
+
+    def observe(self, key: EventKey, now: datetime) -> Write | None:
+        series = self._series.get(key)
+        if series is None or now - series.last > self._window:
+            # A write of an older window may still be out: numbering keeps its outcome apart.
+            self._started += 1
+            series = _Series(self._started, first=now, last=now, count=1)
+            self._series[key] = series
+        else:
+            series.count += 1
+            series.last = max(series.last, now)
+        self._series.move_to_end(key)
+        while len(self._series) > self._capacity:
+            self._series.popitem(last=False)
+        if series.in_flight:
+            return None
+        return self._start(series)
+
+    def done(
+        self, key: EventKey, write: Write, *, name: str = "", missing: bool = False
+    ) -> Write | None:
+        """The outcome of `write`: `name` of the Event on success, `missing` if it expired.
+
+        Neither (a failure) leaves the occurrences to the next write of the series.
+        """
+        series = self._series.get(key)
+        if series is None or series.number != write.series or not series.in_flight:
+            return None  # forgotten (evicted, or superseded by a new window) meanwhile
+        series.in_flight = False
+        if name:
+            series.name = name
+            series.written = write.count
+        elif missing:
+            series.name, series.written = "", 0
+            return self._start(series)
+        else:
+            return None
+        return self._start(series) if series.count > series.written else None
+
+    def _start(self, series: _Series) -> Write:
+        series.in_flight = True
+        if not series.name:
+            return Write("create", series.count, series.first, series.last, series=series.number)
+        return Write("patch", series.count, series.first, series.last, series.name, series.number)
+
+
+def event_body(
+    ref: ObjectRef,
+    type_: str,
+    reason: str,
+    message: str,
+    *,
+    component: str,
+    now: datetime,
+    count: int = 1,
+    first: datetime | None = None,
+) -> dict[str, Any]:
+    """The core/v1 Event for `count` occurrences, the latest `now`."""
     return {
         "apiVersion": "v1",
         "kind": "Event",
@@ -89,26 +219,40 @@ def event_body(
         },
         "involvedObject": ref.to_body(),
         "reason": reason,
-        "message": message,
+        "message": _clip(message),
         "type": type_,
         "source": {"component": component},
         "reportingComponent": component,
         "reportingInstance": component,
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "count": 1,
+        "firstTimestamp": _stamp(first or now),
+        "lastTimestamp": _stamp(now),
+        "count": count,
     }
 
 
-class EventRecorder:
-    """Posts Events in the background; `record` returns at once."""
+def repeat_patch(write: Write) -> dict[str, Any]:
+    """The merge patch that brings an existing Event up to `write`."""
+    return {"count": write.count, "lastTimestamp": _stamp(write.last)}
 
-    def __init__(self, api: ApiClient, *, component: str = "agentpool-operator") -> None:
+
+class EventRecorder:
+    """Writes Events in the background; `record` returns at once."""
+
+    def __init__(
+        self,
+        api: ApiClient,
+        *,
+        component: str = "agentpool-operator",
+        correlator: EventCorrelator | None = None,
+    ) -> None:
         self._core = CoreV1Api(api)
         self._component = component
+        self._correlator = correlator or EventCorrelator()
         self._tasks: set[asyncio.Task[None]] = set()
         self._parallel = asyncio.Semaphore(MAX_PARALLEL)
         self.posted = 0
+        self.patched = 0
+        self.coalesced = 0
         self.dropped = 0
         self.failed = 0
 
@@ -121,8 +265,15 @@ class EventRecorder:
         *,
         quota: ApiQuota | None = None,
     ) -> None:
-        """Post an Event about `ref` eventually; never blocks, never raises."""
+        """Write an Event about `ref` eventually; never blocks, never raises."""
+        key = EventKey(ref, type_, reason, message)
+        write = self._correlator.observe(key, datetime.now(UTC))
+        if write is None:
+            self.coalesced += 1
+            return
         if len(self._tasks) >= MAX_BACKLOG:
+            # The occurrence stays counted: the series' next write reports it.
+            self._correlator.done(key, write)
             self.dropped += 1
             # One line per burst of drops, not one per Event: a churning pool drops hundreds.
             if self.dropped % DROPS_PER_WARNING == 1:
@@ -134,32 +285,69 @@ class EventRecorder:
                     reason,
                 )
             return
-        body = event_body(
-            ref, type_, reason, message, component=self._component, now=datetime.now(UTC)
-        )
-        task = asyncio.get_running_loop().create_task(self._post(body, quota, ref))
+        task = asyncio.get_running_loop().create_task(self._write(key, write, quota))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _post(self, body: dict[str, Any], quota: ApiQuota | None, ref: ObjectRef) -> None:
+    async def _write(self, key: EventKey, write: Write, quota: ApiQuota | None) -> None:
+        """Carry out `write`, then any follow-up the correlator asks for."""
+        next_write: Write | None = write
+        while next_write is not None:
+            write = next_write
+            name, missing = "", False
+            try:
+                async with self._parallel:
+                    if quota is None:
+                        name = await self._send(key, write)
+                    else:
+                        target = f"events/{key.ref.namespace}/{key.ref.name}"
+                        async with quota.slot(write.verb, target):
+                            name = await self._send(key, write)
+            except asyncio.CancelledError:
+                self._correlator.done(key, write)
+                raise
+            except ApiException as error:
+                missing = write.verb == "patch" and error.status == 404
+                if not missing:
+                    self._failed(key, write, error)
+            except Exception as error:  # best effort: an Event must never break the operator
+                self._failed(key, write, error)
+            next_write = self._correlator.done(key, write, name=name, missing=missing)
+
+    async def _send(self, key: EventKey, write: Write) -> str:
+        """One API call for `write`; the name of the Event it wrote."""
         # The generated client sends a plain dict body as is; its stub wants a model.
+        if write.verb == "patch":
+            patch: Any = self._core.patch_namespaced_event
+            await patch(
+                write.name,
+                key.ref.namespace,
+                repeat_patch(write),
+                _content_type="application/merge-patch+json",
+            )
+            self.patched += 1
+            return write.name
+        body = event_body(
+            key.ref,
+            key.type_,
+            key.reason,
+            key.message,
+            component=self._component,
+            now=write.last,
+            count=write.count,
+            first=write.first,
+        )
         create: Any = self._core.create_namespaced_event
-        try:
-            async with self._parallel:
-                if quota is None:
-                    await create(ref.namespace, body)
-                else:
-                    async with quota.slot("create", f"events/{ref.namespace}/{ref.name}"):
-                        await create(ref.namespace, body)
-            self.posted += 1
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # best effort: an Event must never break the operator
-            self.failed += 1
-            _log.info("could not post event %s about %s: %s", body["reason"], ref.name, error)
+        await create(key.ref.namespace, body)
+        self.posted += 1
+        return str(body["metadata"]["name"])
+
+    def _failed(self, key: EventKey, write: Write, error: Exception) -> None:
+        self.failed += 1
+        _log.info("could not %s event %s about %s: %s", write.verb, key.reason, key.ref.name, error)
 
     async def flush(self, within: float = 5.0) -> None:
-        """Wait (bounded) until the Events recorded so far are posted or failed."""
+        """Wait (bounded) until the Events recorded so far are written or failed."""
         pending = list(self._tasks)
         if pending:
             await asyncio.wait(pending, timeout=within)
