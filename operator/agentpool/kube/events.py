@@ -8,9 +8,12 @@ logged. When the API server is slow the backlog is bounded and newer Events are 
 
 Like client-go's EventCorrelator, repeats are aggregated: the same Event (same object,
 type, reason and message) recorded again within a window updates the existing object's
-`count` and `lastTimestamp` with one merge patch instead of creating another object, and
-repeats arriving while a write is in flight are folded into one follow-up patch. The
-bookkeeping is the pure `EventCorrelator`; `EventRecorder` only does the I/O.
+`count`, `lastTimestamp` and `message` with one merge patch instead of creating another
+object, and repeats arriving while a write is in flight are folded into one follow-up
+patch. Beyond `MAX_SIMILAR` distinct messages of one object, type and reason in a window
+(a pool's "created agent pod X" for each X), the rest go to one "(combined from similar
+events)" Event showing the latest message. The bookkeeping is the pure `EventCorrelator`;
+`EventRecorder` only does the I/O.
 """
 
 from __future__ import annotations
@@ -55,6 +58,10 @@ MAX_PARALLEL: Final = 4
 AGGREGATION_WINDOW: Final = timedelta(minutes=10)
 # Distinct Events remembered for aggregation; the least recently seen are forgotten first.
 MAX_SERIES: Final = 4096
+# Distinct messages of one object, type and reason per window before they are combined
+# (client-go: 10).
+MAX_SIMILAR: Final = 10
+COMBINED: Final = "(combined from similar events)"
 
 _log = logging.getLogger(__name__)
 
@@ -117,6 +124,8 @@ class Write:
     """One API write for a series: create its Event, or patch the existing one."""
 
     verb: Literal["create", "patch"]
+    key: EventKey  # the Event's identity (a combined Event's carries COMBINED)
+    message: str  # the latest message
     count: int
     first: datetime
     last: datetime
@@ -127,6 +136,7 @@ class Write:
 @dataclass
 class _Series:
     number: int
+    message: str
     first: datetime
     last: datetime
     count: int
@@ -148,34 +158,54 @@ class EventCorrelator:
         self._capacity = capacity
         self._series: OrderedDict[EventKey, _Series] = OrderedDict()
         self._started = 0
+        # (ref, type, reason) -> distinct messages seen in the window, and when last seen.
+        self._similar: OrderedDict[tuple[ObjectRef, str, str], tuple[set[str], datetime]] = (
+            OrderedDict()
+        )
 
     def __len__(self) -> int:
         return len(self._series)
 
     def observe(self, key: EventKey, now: datetime) -> Write | None:
+        key, message = self._aggregate(key, now)
         series = self._series.get(key)
         if series is None or now - series.last > self._window:
             # A write of an older window may still be out: numbering keeps its outcome apart.
             self._started += 1
-            series = _Series(self._started, first=now, last=now, count=1)
+            series = _Series(self._started, message, first=now, last=now, count=1)
             self._series[key] = series
         else:
             series.count += 1
+            series.message = message
             series.last = max(series.last, now)
         self._series.move_to_end(key)
         while len(self._series) > self._capacity:
             self._series.popitem(last=False)
         if series.in_flight:
             return None
-        return self._start(series)
+        return self._start(key, series)
 
-    def done(
-        self, key: EventKey, write: Write, *, name: str = "", missing: bool = False
-    ) -> Write | None:
+    def _aggregate(self, key: EventKey, now: datetime) -> tuple[EventKey, str]:
+        """The key of the Event this occurrence counts in, and the message that Event shows."""
+        similar = (key.ref, key.type_, key.reason)
+        messages, last = self._similar.get(similar, (set[str](), now))
+        if now - last > self._window:
+            messages = set()
+        messages.add(key.message)
+        self._similar[similar] = (messages, now)
+        self._similar.move_to_end(similar)
+        while len(self._similar) > self._capacity:
+            self._similar.popitem(last=False)
+        if len(messages) <= MAX_SIMILAR:
+            return key, key.message
+        return EventKey(key.ref, key.type_, key.reason, COMBINED), f"{COMBINED}: {key.message}"
+
+    def done(self, write: Write, *, name: str = "", missing: bool = False) -> Write | None:
         """The outcome of `write`: `name` of the Event on success, `missing` if it expired.
 
         Neither (a failure) leaves the occurrences to the next write of the series.
         """
+        key = write.key
         series = self._series.get(key)
         if series is None or series.number != write.series or not series.in_flight:
             return None  # forgotten (evicted, or superseded by a new window) meanwhile
@@ -185,16 +215,24 @@ class EventCorrelator:
             series.written = write.count
         elif missing:
             series.name, series.written = "", 0
-            return self._start(series)
+            return self._start(key, series)
         else:
             return None
-        return self._start(series) if series.count > series.written else None
+        return self._start(key, series) if series.count > series.written else None
 
-    def _start(self, series: _Series) -> Write:
+    def _start(self, key: EventKey, series: _Series) -> Write:
         series.in_flight = True
-        if not series.name:
-            return Write("create", series.count, series.first, series.last, series=series.number)
-        return Write("patch", series.count, series.first, series.last, series.name, series.number)
+        verb: Literal["create", "patch"] = "patch" if series.name else "create"
+        return Write(
+            verb,
+            key,
+            series.message,
+            series.count,
+            series.first,
+            series.last,
+            name=series.name,
+            series=series.number,
+        )
 
 
 def event_body(
@@ -232,7 +270,11 @@ def event_body(
 
 def repeat_patch(write: Write) -> dict[str, Any]:
     """The merge patch that brings an existing Event up to `write`."""
-    return {"count": write.count, "lastTimestamp": _stamp(write.last)}
+    return {
+        "count": write.count,
+        "lastTimestamp": _stamp(write.last),
+        "message": _clip(write.message),
+    }
 
 
 class EventRecorder:
@@ -273,7 +315,7 @@ class EventRecorder:
             return
         if len(self._tasks) >= MAX_BACKLOG:
             # The occurrence stays counted: the series' next write reports it.
-            self._correlator.done(key, write)
+            self._correlator.done(write)
             self.dropped += 1
             # One line per burst of drops, not one per Event: a churning pool drops hundreds.
             if self.dropped % DROPS_PER_WARNING == 1:
@@ -285,26 +327,27 @@ class EventRecorder:
                     reason,
                 )
             return
-        task = asyncio.get_running_loop().create_task(self._write(key, write, quota))
+        task = asyncio.get_running_loop().create_task(self._write(write, quota))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _write(self, key: EventKey, write: Write, quota: ApiQuota | None) -> None:
+    async def _write(self, write: Write, quota: ApiQuota | None) -> None:
         """Carry out `write`, then any follow-up the correlator asks for."""
         next_write: Write | None = write
         while next_write is not None:
             write = next_write
+            key = write.key
             name, missing = "", False
             try:
                 async with self._parallel:
                     if quota is None:
-                        name = await self._send(key, write)
+                        name = await self._send(write)
                     else:
                         target = f"events/{key.ref.namespace}/{key.ref.name}"
                         async with quota.slot(write.verb, target):
-                            name = await self._send(key, write)
+                            name = await self._send(write)
             except asyncio.CancelledError:
-                self._correlator.done(key, write)
+                self._correlator.done(write)
                 raise
             except ApiException as error:
                 missing = write.verb == "patch" and error.status == 404
@@ -312,10 +355,11 @@ class EventRecorder:
                     self._failed(key, write, error)
             except Exception as error:  # best effort: an Event must never break the operator
                 self._failed(key, write, error)
-            next_write = self._correlator.done(key, write, name=name, missing=missing)
+            next_write = self._correlator.done(write, name=name, missing=missing)
 
-    async def _send(self, key: EventKey, write: Write) -> str:
+    async def _send(self, write: Write) -> str:
         """One API call for `write`; the name of the Event it wrote."""
+        key = write.key
         # The generated client sends a plain dict body as is; its stub wants a model.
         if write.verb == "patch":
             patch: Any = self._core.patch_namespaced_event
@@ -331,7 +375,7 @@ class EventRecorder:
             key.ref,
             key.type_,
             key.reason,
-            key.message,
+            write.message,
             component=self._component,
             now=write.last,
             count=write.count,

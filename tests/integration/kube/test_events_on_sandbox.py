@@ -10,7 +10,7 @@ import pytest
 from kubernetes_asyncio.client import ApiClient, CoreV1Api
 
 from agentpool.kube import client as kube
-from agentpool.kube.events import NORMAL, WARNING, EventRecorder, ObjectRef
+from agentpool.kube.events import COMBINED, MAX_SIMILAR, NORMAL, WARNING, EventRecorder, ObjectRef
 from agentpool.sandbox.cluster import Sandbox
 
 NS = "default"
@@ -106,3 +106,19 @@ async def test_a_repeat_of_an_expired_event_creates_it_again(
     [event] = await events_about(kube_api, "agent-1")
     assert event["metadata"]["name"] != expired["metadata"]["name"]
     assert (event["count"], recorder.failed) == (2, 0)
+
+
+async def test_many_similar_messages_are_combined_into_one_event(
+    cluster: Sandbox, kube_api: ApiClient, recorder: EventRecorder
+) -> None:
+    for i in range(MAX_SIMILAR + 20):
+        recorder.record(POD, NORMAL, "AgentLaunched", f"created agent pod a{i}")
+    await recorder.flush()
+
+    events = await events_about(kube_api, "agent-1")
+    combined = [e for e in events if e["message"].startswith(COMBINED)]
+    assert len(events) == MAX_SIMILAR + 1
+    assert [(e["count"], e["message"]) for e in combined] == [
+        (20, f"{COMBINED}: created agent pod a{MAX_SIMILAR + 19}")
+    ]
+    assert await recorder_requests(cluster) == {"create": MAX_SIMILAR + 1, "patch": 1}

@@ -6,7 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agentpool.kube.events import EventCorrelator, EventKey, ObjectRef, Write, repeat_patch
+from agentpool.kube.events import (
+    COMBINED,
+    MAX_SIMILAR,
+    EventCorrelator,
+    EventKey,
+    ObjectRef,
+    Write,
+    repeat_patch,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 POD = ObjectRef("v1", "Pod", "ns", "agent-1", uid="u1")
@@ -23,11 +31,17 @@ def test_first_occurrence_creates_and_a_settled_repeat_patches_the_same_event() 
     first = correlator.observe(KEY, at(0))
     assert first is not None
     assert (first.verb, first.count, first.first, first.last) == ("create", 1, at(0), at(0))
-    assert correlator.done(KEY, first, name="agent-1.abc") is None
+    assert correlator.done(first, name="agent-1.abc") is None
     repeat = correlator.observe(KEY, at(5))
 
-    assert repeat == Write("patch", 2, at(0), at(5), "agent-1.abc", first.series)
-    assert repeat_patch(repeat) == {"count": 2, "lastTimestamp": "2026-01-01T00:00:05Z"}
+    assert repeat == Write(
+        "patch", KEY, "agent started", 2, at(0), at(5), "agent-1.abc", first.series
+    )
+    assert repeat_patch(repeat) == {
+        "count": 2,
+        "lastTimestamp": "2026-01-01T00:00:05Z",
+        "message": "agent started",
+    }
 
 
 def test_repeats_during_a_write_are_coalesced_into_one_follow_up_patch() -> None:
@@ -36,12 +50,12 @@ def test_repeats_during_a_write_are_coalesced_into_one_follow_up_patch() -> None
     assert first is not None
 
     coalesced = [correlator.observe(KEY, at(s)) for s in range(1, 50)]
-    follow_up = correlator.done(KEY, first, name="agent-1.abc")
+    follow_up = correlator.done(first, name="agent-1.abc")
 
     assert coalesced == [None] * 49
     assert follow_up is not None
     assert (follow_up.verb, follow_up.count, follow_up.last) == ("patch", 50, at(49))
-    assert correlator.done(KEY, follow_up, name="agent-1.abc") is None
+    assert correlator.done(follow_up, name="agent-1.abc") is None
 
 
 @pytest.mark.parametrize(
@@ -69,7 +83,7 @@ def test_events_differing_in_any_key_part_are_distinct(other: EventKey, why: str
     correlator = EventCorrelator()
     first = correlator.observe(KEY, at(0))
     assert first is not None
-    correlator.done(KEY, first, name="agent-1.abc")
+    correlator.done(first, name="agent-1.abc")
 
     write = correlator.observe(other, at(1))
 
@@ -86,7 +100,7 @@ def test_a_repeat_after_the_window_starts_a_new_event(
     correlator = EventCorrelator(window=timedelta(minutes=10))
     first = correlator.observe(KEY, T0)
     assert first is not None
-    correlator.done(KEY, first, name="agent-1.abc")
+    correlator.done(first, name="agent-1.abc")
 
     write = correlator.observe(KEY, T0 + gap)
 
@@ -97,11 +111,11 @@ def test_an_expired_event_is_created_again_with_the_whole_count() -> None:
     correlator = EventCorrelator()
     first = correlator.observe(KEY, at(0))
     assert first is not None
-    correlator.done(KEY, first, name="agent-1.abc")
+    correlator.done(first, name="agent-1.abc")
     patch = correlator.observe(KEY, at(1))
     assert patch is not None
 
-    again = correlator.done(KEY, patch, missing=True)
+    again = correlator.done(patch, missing=True)
 
     assert again is not None and (again.verb, again.count, again.first) == ("create", 2, at(0))
 
@@ -111,7 +125,7 @@ def test_a_failed_write_leaves_its_occurrences_to_the_next_write() -> None:
     first = correlator.observe(KEY, at(0))
     assert first is not None
 
-    assert correlator.done(KEY, first) is None
+    assert correlator.done(first) is None
     retry = correlator.observe(KEY, at(1))
 
     assert retry is not None and (retry.verb, retry.count) == ("create", 2)
@@ -123,8 +137,8 @@ def test_the_outcome_of_an_older_window_does_not_touch_the_new_one() -> None:
     new = correlator.observe(KEY, at(60))
     assert old is not None and new is not None
 
-    assert correlator.done(KEY, old, name="agent-1.old") is None
-    assert correlator.done(KEY, new, name="agent-1.new") is None
+    assert correlator.done(old, name="agent-1.old") is None
+    assert correlator.done(new, name="agent-1.new") is None
 
     repeat = correlator.observe(KEY, at(61))
     assert repeat is not None and (repeat.name, repeat.count) == ("agent-1.new", 2)
@@ -136,13 +150,56 @@ def test_memory_is_bounded_least_recently_seen_first() -> None:
     for i, key in enumerate(keys[:2]):
         write = correlator.observe(key, at(i))
         assert write is not None
-        correlator.done(key, write, name=f"e{i}")
+        correlator.done(write, name=f"e{i}")
     correlator.observe(keys[0], at(2))  # m0 is now the most recently seen
 
     third = correlator.observe(keys[2], at(3))
     assert third is not None
-    correlator.done(keys[2], third, name="e2")
+    correlator.done(third, name="e2")
 
     assert len(correlator) == 2
     forgotten = correlator.observe(keys[1], at(4))
     assert forgotten is not None and (forgotten.verb, forgotten.count) == ("create", 1)
+
+
+def launched(i: int) -> EventKey:
+    return EventKey(POD, "Normal", "AgentLaunched", f"created agent pod a{i}")
+
+
+def test_beyond_the_similar_limit_messages_share_one_combined_event() -> None:
+    correlator = EventCorrelator()
+    own = []
+    for i in range(MAX_SIMILAR):
+        write = correlator.observe(launched(i), at(i))
+        assert write is not None
+        own.append(write)
+        correlator.done(write, name=f"e{i}")
+
+    combined = correlator.observe(launched(MAX_SIMILAR), at(20))
+    assert combined is not None
+    correlator.done(combined, name="combined")
+    repeat = correlator.observe(launched(MAX_SIMILAR + 1), at(21))
+
+    assert [(w.verb, w.message) for w in own] == [
+        ("create", f"created agent pod a{i}") for i in range(MAX_SIMILAR)
+    ]
+    assert (combined.verb, combined.key.message, combined.message) == (
+        "create",
+        COMBINED,
+        f"{COMBINED}: created agent pod a{MAX_SIMILAR}",
+    )
+    assert repeat is not None
+    assert (repeat.verb, repeat.name, repeat.count) == ("patch", "combined", 2)
+    assert repeat_patch(repeat)["message"] == f"{COMBINED}: created agent pod a{MAX_SIMILAR + 1}"
+
+
+def test_similar_messages_get_their_own_events_again_after_a_quiet_window() -> None:
+    correlator = EventCorrelator(window=timedelta(seconds=10))
+    for i in range(MAX_SIMILAR + 1):
+        write = correlator.observe(launched(i), at(i * 0.1))
+        assert write is not None
+        correlator.done(write, name=f"e{i}")
+
+    later = correlator.observe(launched(99), at(30))
+
+    assert later is not None and later.message == "created agent pod a99"
