@@ -33,7 +33,7 @@ WORKLOAD_RULES: list[dict[str, Any]] = [
     },
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "create", "delete"]},
     {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
 ]
 CRD_RULE = {
     "apiGroups": ["apiextensions.k8s.io"],

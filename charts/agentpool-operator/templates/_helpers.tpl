@@ -85,10 +85,11 @@ mode) and the per-namespace Roles (namespaced mode) so both modes grant exactly 
 - apiGroups: [""]
   resources: ["pods/exec"]
   verbs: ["create", "get"]
-# The operator posts core/v1 Events about pools and steps (kopf's own event posting is off).
+# The operator posts core/v1 Events about pools and steps (kopf's own event posting is off),
+# and patches a repeat's count into the existing Event instead of posting another.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "patch"]
 {{- end }}
 
 {{/*

@@ -10,9 +10,10 @@ Like client-go's EventCorrelator, repeats are aggregated: the same Event (same o
 type, reason and message) recorded again within a window updates the existing object's
 `count`, `lastTimestamp` and `message` with one merge patch instead of creating another
 object, and repeats arriving while a write is in flight are folded into one follow-up
-patch. Beyond `MAX_SIMILAR` distinct messages of one object, type and reason in a window
-(a pool's "created agent pod X" for each X), the rest go to one "(combined from similar
-events)" Event showing the latest message. The bookkeeping is the pure `EventCorrelator`;
+patch. With `max_similar` set (client-go uses `MAX_SIMILAR`), beyond that many distinct
+messages of one object, type and reason in a window (a pool's "created agent pod X" for
+each X), the rest go to one "(combined from similar events)" Event showing the latest
+message. The bookkeeping is the pure `EventCorrelator`;
 `EventRecorder` only does the I/O.
 """
 
@@ -58,8 +59,8 @@ MAX_PARALLEL: Final = 4
 AGGREGATION_WINDOW: Final = timedelta(minutes=10)
 # Distinct Events remembered for aggregation; the least recently seen are forgotten first.
 MAX_SERIES: Final = 4096
-# Distinct messages of one object, type and reason per window before they are combined
-# (client-go: 10).
+# Distinct messages of one object, type and reason per window before they are combined, as
+# client-go does; opt-in (`max_similar`) while readers still count per-pod Events.
 MAX_SIMILAR: Final = 10
 COMBINED: Final = "(combined from similar events)"
 
@@ -153,9 +154,16 @@ class EventCorrelator:
     return the follow-up for occurrences that arrived meanwhile.
     """
 
-    def __init__(self, window: timedelta = AGGREGATION_WINDOW, capacity: int = MAX_SERIES) -> None:
+    def __init__(
+        self,
+        window: timedelta = AGGREGATION_WINDOW,
+        capacity: int = MAX_SERIES,
+        *,
+        max_similar: int | None = None,
+    ) -> None:
         self._window = window
         self._capacity = capacity
+        self._max_similar = max_similar
         self._series: OrderedDict[EventKey, _Series] = OrderedDict()
         self._started = 0
         # (ref, type, reason) -> distinct messages seen in the window, and when last seen.
@@ -187,6 +195,8 @@ class EventCorrelator:
 
     def _aggregate(self, key: EventKey, now: datetime) -> tuple[EventKey, str]:
         """The key of the Event this occurrence counts in, and the message that Event shows."""
+        if self._max_similar is None:
+            return key, key.message
         similar = (key.ref, key.type_, key.reason)
         messages, last = self._similar.get(similar, (set[str](), now))
         if now - last > self._window:
@@ -196,7 +206,7 @@ class EventCorrelator:
         self._similar.move_to_end(similar)
         while len(self._similar) > self._capacity:
             self._similar.popitem(last=False)
-        if len(messages) <= MAX_SIMILAR:
+        if len(messages) <= self._max_similar:
             return key, key.message
         return EventKey(key.ref, key.type_, key.reason, COMBINED), f"{COMBINED}: {key.message}"
 
@@ -289,7 +299,7 @@ class EventRecorder:
     ) -> None:
         self._core = CoreV1Api(api)
         self._component = component
-        self._correlator = correlator or EventCorrelator()
+        self._correlator = correlator if correlator is not None else EventCorrelator()
         self._tasks: set[asyncio.Task[None]] = set()
         self._parallel = asyncio.Semaphore(MAX_PARALLEL)
         self.posted = 0

@@ -10,7 +10,15 @@ import pytest
 from kubernetes_asyncio.client import ApiClient, CoreV1Api
 
 from agentpool.kube import client as kube
-from agentpool.kube.events import COMBINED, MAX_SIMILAR, NORMAL, WARNING, EventRecorder, ObjectRef
+from agentpool.kube.events import (
+    COMBINED,
+    MAX_SIMILAR,
+    NORMAL,
+    WARNING,
+    EventCorrelator,
+    EventRecorder,
+    ObjectRef,
+)
 from agentpool.sandbox.cluster import Sandbox
 
 NS = "default"
@@ -20,10 +28,10 @@ POD = ObjectRef("v1", "Pod", NS, "agent-1", uid="uid-1")
 
 @pytest.fixture
 async def recorder(cluster: Sandbox) -> AsyncIterator[EventRecorder]:
-    """A recorder on its own client, so the sandbox counts its requests apart."""
+    """A recorder on its own client (so the sandbox counts its requests apart), combining."""
     api = kube.new_api_client(await kube.load_configuration(str(cluster.kubeconfig_path)))
     api.user_agent = RECORDER_AGENT
-    events = EventRecorder(api)
+    events = EventRecorder(api, correlator=EventCorrelator(max_similar=MAX_SIMILAR))
     yield events
     await events.close()
     await api.close()

@@ -167,7 +167,7 @@ def launched(i: int) -> EventKey:
 
 
 def test_beyond_the_similar_limit_messages_share_one_combined_event() -> None:
-    correlator = EventCorrelator()
+    correlator = EventCorrelator(max_similar=MAX_SIMILAR)
     own = []
     for i in range(MAX_SIMILAR):
         write = correlator.observe(launched(i), at(i))
@@ -194,7 +194,7 @@ def test_beyond_the_similar_limit_messages_share_one_combined_event() -> None:
 
 
 def test_similar_messages_get_their_own_events_again_after_a_quiet_window() -> None:
-    correlator = EventCorrelator(window=timedelta(seconds=10))
+    correlator = EventCorrelator(window=timedelta(seconds=10), max_similar=MAX_SIMILAR)
     for i in range(MAX_SIMILAR + 1):
         write = correlator.observe(launched(i), at(i * 0.1))
         assert write is not None
@@ -203,3 +203,13 @@ def test_similar_messages_get_their_own_events_again_after_a_quiet_window() -> N
     later = correlator.observe(launched(99), at(30))
 
     assert later is not None and later.message == "created agent pod a99"
+
+
+def test_similar_messages_are_never_combined_unless_asked() -> None:
+    correlator = EventCorrelator()
+
+    writes = [correlator.observe(launched(i), at(i)) for i in range(3 * MAX_SIMILAR)]
+
+    assert [w.message for w in writes if w] == [
+        f"created agent pod a{i}" for i in range(3 * MAX_SIMILAR)
+    ]
