@@ -286,16 +286,16 @@ PEERING = "agentpool"
 PEERING_GROUP = "kopf.dev"
 
 
-def peering_crd(kind: str, scope: str) -> dict[str, Any]:
+def peering_crd(kind: str, scope: str, group: str = PEERING_GROUP) -> dict[str, Any]:
     """A kopf peering CRD as kopf's peering.yaml defines it: open schema, no status subresource."""
     plural = kind.lower() + "s"
     schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{PEERING_GROUP}"},
+        "metadata": {"name": f"{plural}.{group}"},
         "spec": {
-            "group": PEERING_GROUP,
+            "group": group,
             "scope": scope,
             "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
             "versions": [

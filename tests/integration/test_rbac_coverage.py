@@ -1,7 +1,8 @@
 """The chart's RBAC proven against behaviour: every request the operator sends is allowed.
 
 The operator runs in-process on the sandbox through a realistic workload (a pool warms
-agents, a build of two BuildSteps runs over exec, the pool scales down and is deleted). An
+agents, a build of two BuildSteps runs over exec, the pool scales down and is deleted, and
+the operator's recorder repeats an Event, which patches its count). An
 audit middleware on the sandbox's API records every request; the requests of the operator's
 clients (User-Agent ``agentpool-operator/…`` and kopf's ``kopf/…``) are resolved into
 Kubernetes request attributes and checked against the RBAC objects the real Helm engine
@@ -28,6 +29,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from agentpool.config import Config
 from agentpool.kube import client as kube
+from agentpool.kube.events import NORMAL, EventRecorder, ObjectRef
 from agentpool.sandbox.cluster import Sandbox
 from agentpool.sandbox.stats import resource_path
 
@@ -313,6 +315,14 @@ async def run_workload(api: ApiClient, until: Callable[..., Awaitable[Any]]) -> 
     )
 
 
+async def repeat_an_event(events: EventRecorder) -> None:
+    """The same Event twice through the operator's recorder: the repeat patches its count."""
+    pool = ObjectRef(f"{kube.GROUP}/{kube.VERSION}", "AgentPool", NAMESPACE, POOL)
+    for _ in range(2):
+        events.record(pool, NORMAL, "RbacCheck", "recorded twice")
+        await events.flush()
+
+
 @dataclass(frozen=True)
 class Mode:
     """How the chart is configured, and the operator started to match it."""
@@ -345,41 +355,27 @@ NOT_EXERCISED.update(
 )
 
 
-def peering_crd(group: str, kind: str, scope: str) -> dict[str, Any]:
-    """A peering CRD as kopf's peering.yaml defines it: open schema, no status subresource."""
-    plural = kind.lower() + "s"
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{group}"},
-        "spec": {
-            "group": group,
-            "scope": scope,
-            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
-                    },
-                }
-            ],
-        },
-    }
+PeeringCrd = Callable[[str, str, str], dict[str, Any]]
+
+
+@pytest.fixture
+def peering_crd(pytestconfig: pytest.Config) -> PeeringCrd:
+    """The shared conftest's `peering_crd`: pytest imports conftests itself, tests cannot."""
+    shared = pytestconfig.pluginmanager.get_plugin(str(Path(__file__).with_name("conftest.py")))
+    crd: PeeringCrd = shared.peering_crd
+    return crd
 
 
 async def install_peering(
-    api: ApiClient, chart_objects: list[dict[str, Any]], until: Callable[..., Awaitable[Any]]
+    api: ApiClient,
+    chart_objects: list[dict[str, Any]],
+    until: Callable[..., Awaitable[Any]],
+    peering_crd: PeeringCrd,
 ) -> None:
     """kopf's peering CRDs (a prerequisite), then the peering objects the chart renders."""
     extensions = ApiextensionsV1Api(api)
     for kind, scope in (("ClusterKopfPeering", "Cluster"), ("KopfPeering", "Namespaced")):
-        await extensions.create_custom_resource_definition(peering_crd("kopf.dev", kind, scope))
+        await extensions.create_custom_resource_definition(peering_crd(kind, scope, "kopf.dev"))
     objects = CustomObjectsApi(api)
 
     async def served() -> bool:
@@ -420,6 +416,7 @@ def audited_run(
     cluster: Sandbox,
     audit_log: list[Audited],
     until: Callable[..., Awaitable[Any]],
+    peering_crd: PeeringCrd,
 ) -> AuditedRun:
     """Render the chart for `mode`, run the workload under a matching operator, audit it."""
 
@@ -427,10 +424,11 @@ def audited_run(
         chart_objects = render_chart(mode.values)
         config = dataclasses.replace(operator_config, namespaces=mode.namespaces)
         if mode.peered:
-            await install_peering(kube_api, chart_objects, until)
+            await install_peering(kube_api, chart_objects, until, peering_crd)
             config = dataclasses.replace(config, standalone=False, peering_name=SERVICE_ACCOUNT)
         op: RunningOperator = await start_operator(config)
         await run_workload(kube_api, until)
+        await op.call(lambda: repeat_an_event(op.runtime.events))
         await op.stop()
         async with (
             aiohttp.ClientSession() as session,
@@ -481,6 +479,7 @@ async def test_chart_rbac_allows_every_request_the_operator_makes(
     if mode.peered:
         peerings = "kopfpeerings" if mode.namespaces else "clusterkopfpeerings"
         assert {("kopf.dev", peerings, "watch"), ("kopf.dev", peerings, "patch")} <= used
+    assert {("", "events", "create"), ("", "events", "patch")} <= used
     assert sorted(grants(authorizer) - used - NOT_EXERCISED.keys()) == [], "granted, never used"
     # The audit saw exactly what the sandbox counted for the operator's clients.
     assert run.audited_by_client == run.counted_by_client
