@@ -52,20 +52,20 @@ if generation ~= nil and (status.observedGeneration == nil or status.observedGen
   return hs
 end
 
-local degraded = condition(status, "Degraded")
-if degraded ~= nil and degraded.status == "True" and not stale(degraded, generation) then
-  hs.status = "Degraded"
-  hs.message = describe(degraded, "The pool is degraded")
-  return hs
-end
-
-local ready = condition(status, "Ready")
-if ready ~= nil and ready.status == "True" and not stale(ready, generation) then
-  hs.status = "Healthy"
-  hs.message = describe(ready, "The pool is ready")
-  return hs
+-- In order: a Degraded pool is reported so even when it is also Ready.
+local verdicts = {
+  { type = "Degraded", health = "Degraded", fallback = "The pool is degraded" },
+  { type = "Ready", health = "Healthy", fallback = "The pool is ready" },
+}
+for _, verdict in ipairs(verdicts) do
+  local found = condition(status, verdict.type)
+  if found ~= nil and found.status == "True" and not stale(found, generation) then
+    hs.status = verdict.health
+    hs.message = describe(found, verdict.fallback)
+    return hs
+  end
 end
 
 hs.status = "Progressing"
-hs.message = describe(ready, "Waiting for the pool to become ready")
+hs.message = describe(condition(status, "Ready"), "Waiting for the pool to become ready")
 return hs
