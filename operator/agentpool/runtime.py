@@ -23,7 +23,8 @@ from agentpool.kube import client as kube
 from agentpool.kube.events import EventRecorder
 from agentpool.kube.quota import QuotaRegistry
 from agentpool.metrics import METRICS, Catalogue
-from agentpool.pool.controller import ControllerSettings, PoolManager
+from agentpool.pool.manager import PoolManager
+from agentpool.pool.settings import ControllerSettings
 from agentpool.steps.agents import PoolAgents
 from agentpool.steps.engine import StepEngine
 from agentpool.telemetry import Telemetry

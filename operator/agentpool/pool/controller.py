@@ -35,18 +35,18 @@ from agentpool.model import (
     Condition,
     SpecError,
     StepCounts,
-    merge_condition,
 )
 from agentpool.pool import manifest, readiness, scaling
 from agentpool.pool.agents import AgentRecord, PodView
 from agentpool.pool.lease import AgentLease, LeaseTimeout, PoolGone
+from agentpool.pool.publisher import StatusWriter
 from agentpool.pool.readiness import AgentState
+from agentpool.pool.settings import ControllerSettings
+from agentpool.pool.status import launch_failures, with_conditions
 
-__all__ = ["ControllerSettings", "PoolController", "PoolManager", "StepCounter"]
+__all__ = ["PoolController"]
 
 _log = logging.getLogger(__name__)
-
-StepCounter = Callable[[str], StepCounts]
 
 # Deletions that make room for a fresh agent are replacements; the others shrink the pool.
 _REPLACING = frozenset(
@@ -81,96 +81,11 @@ def _earliest(*moments: datetime | None) -> datetime | None:
     return min(present) if present else None
 
 
-@dataclass(frozen=True)
-class ControllerSettings:
-    """Operator-wide knobs of pool controllers (seconds)."""
-
-    image_pull_grace: float = 60.0
-    # At most one status write per pool per interval: many pod events, few writes.
-    status_interval: float = 0.25
-    # A launch counts as a success once the agent stayed ready this long.
-    stable_after: float = 10.0
-    # Launch failures in a row before creations are held, and the hold's growth.
-    backoff_after: int = 3
-    backoff_base: float = 5.0
-    backoff_max: float = 300.0
-    # A full re-list catches pods whose deletion the watch missed.
-    resync_interval: float = 300.0
-    # Re-check a pool whose API connections are in use, so its status does not go stale.
-    connections_refresh: float = 1.0
-
-
 @dataclass(eq=False)
 class _Waiter:
     build_key: str
     since: datetime
     future: asyncio.Future[AgentLease]
-
-
-class _StatusWriter:
-    """Writes the latest status of one pool, coalesced, only when it changed."""
-
-    def __init__(self, controller: PoolController, interval: float) -> None:
-        self._controller = controller
-        self._interval = interval
-        self._pending: dict[str, Any] | None = None
-        self.written: dict[str, Any] | None = None
-        self.writing = False
-        self._changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def submit(self, status: dict[str, Any]) -> None:
-        if status == self.written and self._pending is None:
-            return
-        self._pending = status
-        self._changed.set()
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"status:{self._controller.key}"
-            )
-
-    @property
-    def latest(self) -> dict[str, Any] | None:
-        return self._pending if self._pending is not None else self.written
-
-    async def _run(self) -> None:
-        c = self._controller
-        while True:
-            await self._changed.wait()
-            self._changed.clear()
-            status, self._pending = self._pending, None
-            if status is None or status == self.written:
-                continue
-            try:
-                self.writing = True
-                async with c.quota.slot("patch", c.status_target):
-                    await kube.patch_status(c.api, kube.AGENTPOOLS, c.namespace, c.name, status)
-                self.written = status
-            except asyncio.CancelledError:
-                raise
-            except ApiException as error:
-                if error.status == 404:
-                    return  # the pool is gone; its controller stops on the DELETED event
-                _log.warning("status of pool %s not written: %s", c.key, error.reason)
-                self._retry(status)
-            except Exception as error:
-                _log.warning("status of pool %s not written: %s", c.key, error)
-                self._retry(status)
-            finally:
-                self.writing = False
-            # Coalescing: whatever arrives meanwhile goes out in one write.
-            await asyncio.sleep(self._interval)
-
-    def _retry(self, status: dict[str, Any]) -> None:
-        if self._pending is None:
-            self._pending = status
-        self._changed.set()
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
 
 class PoolController:
@@ -224,7 +139,7 @@ class PoolController:
         self.failure_streak = 0
         self._last_failure = ""
         self.hold_until: datetime | None = None
-        self._writer = _StatusWriter(self, settings.status_interval)
+        self._writer = StatusWriter(key, self._write_status, settings.status_interval)
         self.update(body)
 
     # --- inputs --------------------------------------------------------------------------
@@ -700,12 +615,9 @@ class PoolController:
         for state in _AGENT_STATES:
             self._metrics.agents.labels(pool=self.key, state=state).set(getattr(counts, state))
         problems: list[tuple[str, str]] = []
-        if self.failure_streak:
-            text = f"{self.failure_streak} agent launch(es) failed in a row; last: "
-            text += self._last_failure
-            if self.hold_until is not None and self.hold_until > now:
-                text += f"; new agents are held until {self.hold_until.isoformat()}"
-            problems.append(("AgentLaunchFailures", text))
+        failures = launch_failures(self.failure_streak, self._last_failure, self.hold_until, now)
+        if failures is not None:
+            problems.append(failures)
         problems.extend(self._problems())
         conditions = scaling.pool_conditions(
             agents,
@@ -737,17 +649,15 @@ class PoolController:
         )
         self._submit({"apiConnections": self._api_connections().to_body()}, conditions, now)
 
+    async def _write_status(self, status: dict[str, Any]) -> None:
+        async with self.quota.slot("patch", self.status_target):
+            await kube.patch_status(self.api, kube.AGENTPOOLS, self.namespace, self.name, status)
+
     def _submit(
         self, status: dict[str, Any], conditions: tuple[Condition, ...], now: datetime
     ) -> None:
         latest = self._writer.latest or self.body.get("status") or {}
-        merged: list[dict[str, Any]] = list(latest.get("conditions") or [])
-        for condition in conditions:
-            merged = merge_condition(merged, condition, now)
-        status["conditions"] = merged
-        if self.generation is not None:
-            status["observedGeneration"] = self.generation
-        self._writer.submit(status)
+        self._writer.submit(with_conditions(status, conditions, latest, self.generation, now))
 
     def _next_wake(
         self, plan: scaling.ScalingPlan, api_status: ApiConnectionsStatus, now: datetime
@@ -805,139 +715,3 @@ def _api_message(error: ApiException) -> str:
         body = {}
     message = body.get("message") if isinstance(body, dict) else None
     return str(message or error.reason or error)
-
-
-class PoolManager:
-    """One PoolController per AgentPool (`namespace/name`), fed by watch events."""
-
-    def __init__(
-        self,
-        api: ApiClient,
-        quotas: QuotaRegistry,
-        events: EventRecorder,
-        *,
-        settings: ControllerSettings | None = None,
-        metrics: Catalogue = METRICS,
-    ) -> None:
-        self._api = api
-        self._quotas = quotas
-        self._events = events
-        self._settings = settings or ControllerSettings()
-        self._metrics = metrics
-        self._controllers: dict[str, PoolController] = {}
-        self._appeared = asyncio.Event()
-        self._problems: dict[str, dict[str, str]] = {}
-        # The step engine registers how many steps of a pool are queued and running.
-        self.step_counter: StepCounter | None = None
-
-    # --- watch input ---------------------------------------------------------------------
-
-    async def on_pool_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        meta = body.get("metadata") or {}
-        key = f"{meta.get('namespace')}/{meta.get('name')}"
-        controller = self._controllers.get(key)
-        if event_type == "DELETED":
-            if controller is not None and controller.uid == meta.get("uid"):
-                await self._remove(key)
-            return
-        if controller is not None and controller.uid != meta.get("uid"):
-            # Deleted and re-created under the same name: the old agents are not its own.
-            await self._remove(key)
-            controller = None
-        if controller is None:
-            controller = PoolController(
-                key,
-                body,
-                api=self._api,
-                quotas=self._quotas,
-                events=self._events,
-                settings=self._settings,
-                metrics=self._metrics,
-                step_counts=lambda: self._steps(key),
-                problems=lambda: list(self._problems.get(key, {}).items()),
-            )
-            self._controllers[key] = controller
-            controller.start()
-            self._appeared.set()
-            self._appeared = asyncio.Event()
-        else:
-            controller.update(body)
-
-    def on_pod_event(self, event_type: str | None, pod: Mapping[str, Any]) -> None:
-        meta = pod.get("metadata") or {}
-        pool = (meta.get("labels") or {}).get(manifest.POOL_LABEL)
-        controller = self._controllers.get(f"{meta.get('namespace')}/{pool}")
-        if controller is not None:
-            controller.observe_pod(event_type, pod)
-
-    async def _remove(self, key: str) -> None:
-        controller = self._controllers.pop(key, None)
-        if controller is not None:
-            await controller.stop()
-        self._problems.pop(key, None)
-        self._quotas.remove(key)
-
-    # --- for the step engine -------------------------------------------------------------
-
-    def controller(self, pool_key: str) -> PoolController | None:
-        return self._controllers.get(pool_key)
-
-    def pools(self) -> list[str]:
-        return sorted(self._controllers)
-
-    # The deadline is part of the contract: the step engine reports it in the step's status.
-    async def acquire(
-        self,
-        pool_key: str,
-        build_key: str,
-        *,
-        timeout: float,  # noqa: ASYNC109
-    ) -> AgentLease:
-        """Lease a started idle agent of the pool to a build; waits FIFO, scales the pool up."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while (controller := self._controllers.get(pool_key)) is None:
-            appeared = self._appeared
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await appeared.wait()
-            except TimeoutError:
-                raise LeaseTimeout(
-                    f"pool {pool_key} does not exist (waited {timeout:g}s for it)"
-                ) from None
-        return await controller.acquire(build_key, timeout=max(0.0, deadline - loop.time()))
-
-    def release(self, lease: AgentLease, *, delete: bool = False) -> None:
-        """Give the agent back (ephemeral pools, or `delete`, remove it)."""
-        controller = self._controllers.get(lease.pool_key)
-        if controller is None:
-            lease.released = True
-            return
-        controller.release(lease, delete=delete)
-
-    def set_problem(self, pool_key: str, reason: str, message: str | None) -> None:
-        """Report (message) or clear (None) a problem that degrades the pool, by reason."""
-        problems = self._problems.setdefault(pool_key, {})
-        if message is None:
-            problems.pop(reason, None)
-        else:
-            problems[reason] = message
-        self.notify(pool_key)
-
-    def notify(self, pool_key: str) -> None:
-        """Something in the pool's status changed (e.g. step counts): refresh it."""
-        controller = self._controllers.get(pool_key)
-        if controller is not None:
-            controller.wake()
-
-    def _steps(self, key: str) -> StepCounts:
-        counter = self.step_counter
-        return counter(key) if counter is not None else StepCounts()
-
-    def describe(self) -> dict[str, dict[str, Any]]:
-        return {key: c.describe() for key, c in sorted(self._controllers.items())}
-
-    async def close(self) -> None:
-        for key in list(self._controllers):
-            controller = self._controllers.pop(key)
-            await controller.stop("is no longer served: the operator stops")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from agentpool.kube.quota import ApiQuota, QuotaRegistry
 from agentpool.model import AgentPoolSpec
-from agentpool.pool.controller import PoolManager
 from agentpool.pool.lease import AgentLease
+from agentpool.pool.manager import PoolManager
 from agentpool.steps.runner import Lease
 
 __all__ = ["ACQUIRE_ROUND", "PoolAgents"]
