@@ -1,0 +1,45 @@
+"""AgentPool status bodies: the launch-failure problem and conditions merged into a status.
+
+Pure: the controller gathers counts and conditions, these functions shape what is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from agentpool.model import Condition, merge_condition
+
+__all__ = ["launch_failures", "with_conditions"]
+
+
+def launch_failures(
+    streak: int, last_failure: str, hold_until: datetime | None, now: datetime
+) -> tuple[str, str] | None:
+    """The `AgentLaunchFailures` problem (reason, message) while launches fail in a row."""
+    if not streak:
+        return None
+    text = f"{streak} agent launch(es) failed in a row; last: "
+    text += last_failure
+    if hold_until is not None and hold_until > now:
+        text += f"; new agents are held until {hold_until.isoformat()}"
+    return ("AgentLaunchFailures", text)
+
+
+def with_conditions(
+    status: dict[str, Any],
+    conditions: tuple[Condition, ...],
+    latest: Mapping[str, Any],
+    generation: int | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """`status` with `conditions` merged into those of the `latest` status, and the generation
+    it observed; lastTransitionTime carries over where a condition kept its status."""
+    merged: list[dict[str, Any]] = list(latest.get("conditions") or [])
+    for condition in conditions:
+        merged = merge_condition(merged, condition, now)
+    status["conditions"] = merged
+    if generation is not None:
+        status["observedGeneration"] = generation
+    return status
