@@ -11,7 +11,7 @@ from agentpool.kube.quota import ApiQuota, QuotaRegistry
 from agentpool.model import AgentPoolSpec
 from agentpool.pool.lease import AgentLease
 from agentpool.pool.manager import PoolManager
-from agentpool.steps.runner import Lease
+from agentpool.steps.context import Lease
 
 __all__ = ["ACQUIRE_ROUND", "PoolAgents"]
 

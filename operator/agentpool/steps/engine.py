@@ -25,7 +25,9 @@ from agentpool.kube.exec import ExecApiClient
 from agentpool.metrics import METRICS, Catalogue
 from agentpool.model import API_VERSION, BuildStepSpec, SpecError, StepCounts, StepPhase
 from agentpool.steps import logs
-from agentpool.steps.runner import AgentSource, BuildRunner, Outcome, RunnerContext
+from agentpool.steps.context import AgentSource, RunnerContext
+from agentpool.steps.outcomes import Outcome
+from agentpool.steps.runner import BuildRunner
 from agentpool.steps.runs import StepRun, now, rfc3339
 from agentpool.steps.scheduling import BuildQueue
 from agentpool.steps.status import Patcher, StatusWriter

@@ -14,27 +14,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any
 
-from agentpool.kube.exec import ExecApiClient, ExecConnectError, ExecError, open_exec
-from agentpool.kube.quota import ApiQuota, Connection, QuotaTimeout
-from agentpool.metrics import Catalogue
+from agentpool.kube.exec import ExecConnectError, ExecError
+from agentpool.kube.quota import ApiQuota, QuotaTimeout
 from agentpool.model import AgentPoolSpec, StepPhase
-from agentpool.steps.batching import BOOTSTRAP_COMMAND
+from agentpool.steps.context import Lease, RunnerContext
+from agentpool.steps.outcomes import Outcome, classify
 from agentpool.steps.runs import StepRun, now, rfc3339
 from agentpool.steps.scheduling import Action, BuildQueue, Failure, should_retry
-from agentpool.steps.session import Session, SessionLost, StepNotStarted, StepRejected, StepResult
+from agentpool.steps.session import SessionLost, StepNotStarted, StepRejected, StepResult
+from agentpool.steps.sessions import Sessions
+from agentpool.steps.waits import after, first_done
 
-__all__ = ["AgentSource", "BuildRunner", "Lease", "Outcome", "RunnerContext"]
+__all__ = ["BuildRunner"]
 
 log = logging.getLogger(__name__)
 
 # A session that cannot be (re)opened this many times in a row has lost its step.
 MAX_SESSION_FAILURES = 5
-SESSION_READY_TIMEOUT = 30.0
-CLOSE_TIMEOUT = 5.0
 # Once resumed, a session keeps its slot this long before it may yield again, so that a
 # contended quota does not turn polling into a connection storm.
 MIN_HOLD = 0.2
@@ -48,75 +47,10 @@ GATHER_TICKS = 5
 GATHER_CAP = 4
 
 
-class Lease(Protocol):
-    """The part of the pool layer's AgentLease a build needs."""
-
-    namespace: str
-    pod_name: str
-    lost: asyncio.Event
-    lost_reason: str
-
-
-class AgentSource(Protocol):
-    """Pools and their agents, as the pool layer offers them."""
-
-    def pool_spec(self, pool: str) -> AgentPoolSpec | None: ...
-    def quota(self, pool: str) -> ApiQuota | None: ...
-    async def acquire(self, pool: str, build: str, *, timeout: float | None) -> Lease: ...  # noqa: ASYNC109
-    async def release(self, lease: Lease, *, delete: bool) -> None: ...
-    def notify(self, pool: str) -> None:
-        """The pool's queued/running step counts changed."""
-
-    def waiting_builds(self, pool: str) -> int:
-        """How many builds wait for an agent of `pool`."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A step's final phase and what its status says about it."""
-
-    phase: StepPhase
-    reason: str
-    message: str
-    exit_code: int | None = None
-
-
 class InfrastructureFailure(Exception):
     def __init__(self, failure: Failure, message: str) -> None:
         super().__init__(message)
         self.failure = failure
-
-
-@dataclass
-class RunnerContext:
-    """What every build runner shares: clients, settings, the writer and the metrics."""
-
-    exec_api: ExecApiClient | None
-    agents: AgentSource
-    write: Callable[[StepRun, dict[str, Any], float], None]  # (run, status fields, delay)
-    finished: Callable[[StepRun, Outcome], None]
-    metrics: Catalogue
-    batching: bool = True
-    build_grace: float = 1.0
-    tail_bytes: int = 4096
-    # The agent containers' state dir (their own AGENTPOOL_STATE_DIR wins); None: the default.
-    state_dir: str | None = None
-    event: Callable[[StepRun, str, str], None] = lambda run, reason, message: None
-    pools_changed: asyncio.Event = field(default_factory=asyncio.Event)
-    # Tests replace how an exec stream is opened (e.g. to count or fail connections).
-    open_stream: Callable[[str, str, str], Awaitable[Any]] | None = None
-
-
-class _OpenSession:
-    """An exec session into one container, with the quota slot it holds."""
-
-    def __init__(self, session: Session, slot: Connection, quota: ApiQuota, pool: str) -> None:
-        self.session = session
-        self.slot = slot
-        self.quota = quota
-        self.pool = pool
-        self.steps = 0
-        self.opened_at = asyncio.get_running_loop().time()
 
 
 class BuildRunner:
@@ -130,7 +64,7 @@ class BuildRunner:
         self.running: StepRun | None = None
         self.wake = asyncio.Event()
         self.lease: Lease | None = None
-        self._sessions: dict[tuple[str, str], _OpenSession] = {}
+        self._sessions = Sessions(ctx, pool)
         self._pending_pool: set[str] = set()
         # The first step on a new lease waits for its batch window; later ones never do.
         self._gathered = False
@@ -216,7 +150,7 @@ class BuildRunner:
             await self.close()  # operator shutdown: steps go on in their containers
             raise
         except BaseException:
-            await self._close_sessions()
+            await self._sessions.close_all()
             await self._release_lease()
             raise
 
@@ -261,7 +195,7 @@ class BuildRunner:
         if self._sessions:
             if await self._wait_work(linger, yield_quota=True, hand_over=True):
                 return
-            await self._close_sessions()
+            await self._sessions.close_all()
         if self.lease is not None:
             grace = max(0.0, self.ctx.build_grace - (loop.time() - start))
             if await self._wait_work(grace, yield_quota=False, hand_over=True):
@@ -275,10 +209,10 @@ class BuildRunner:
             return self.wake.is_set()
         waits: list[Coroutine[Any, Any, Any]] = [self.wake.wait()]
         if yield_quota:
-            waits += [s.quota.wait_for_waiters() for s in self._sessions.values()]
+            waits += self._sessions.quota_waits()
         if hand_over:
             waits.append(self._builds_waiting())
-        first = await _first(waits, within=seconds)
+        first = await first_done(waits, within=seconds)
         return first == 0
 
     async def _builds_waiting(self) -> None:
@@ -309,7 +243,7 @@ class BuildRunner:
                     self._next_attempt(run)
                     continue
                 return Outcome(StepPhase.FAILED, failure.failure.value, str(failure))
-            outcome = _classify(result, run)
+            outcome = classify(result, run)
             if outcome is None:  # the keeper vanished: nothing recoverable
                 message = "the step's process vanished without an exit status"
                 if should_retry(Failure.SESSION_LOST, run.attempts, run.spec.retries):
@@ -334,7 +268,7 @@ class BuildRunner:
             namespace, pod, lost = await self._agent_for(run)
             quota = self._quota(spec)
             try:
-                opened = await self._session(namespace, pod, container, quota, run)
+                opened = await self._sessions.open(namespace, pod, container, quota)
             except QuotaTimeout as error:
                 if not run.submitted:
                     raise InfrastructureFailure(Failure.QUOTA_TIMEOUT, str(error)) from None
@@ -360,7 +294,7 @@ class BuildRunner:
             try:
                 handle = await session.submit(run.request(), offset=run.offset)
             except SessionLost:
-                await self._drop_session(namespace, pod, container)
+                await self._sessions.drop(pod, container)
                 failures += 1
                 continue
             opened.steps += 1
@@ -378,14 +312,14 @@ class BuildRunner:
                 if not cancel_sent:
                     waits["deleted"] = run.deleted.wait()
                 if self.ctx.batching:
-                    waits["yield"] = _after(hold_until, quota)
-                index = await _first(list(waits.values()))
+                    waits["yield"] = after(hold_until, quota)
+                index = await first_done(list(waits.values()))
                 first = list(waits)[index] if index is not None else ""
                 if first == "done" or handle.done():
                     try:
                         result = await handle.wait()
                     except SessionLost:
-                        await self._drop_session(namespace, pod, container)
+                        await self._sessions.drop(pod, container)
                         break  # resume in a new session
                     except (StepRejected, StepNotStarted) as error:
                         raise InfrastructureFailure(
@@ -394,10 +328,10 @@ class BuildRunner:
                     if not self.ctx.batching or quota.has_waiters:
                         # Without batching a session serves one step; with it, a session
                         # yields its slot between steps when others wait.
-                        await self._close_session(namespace, pod, container)
+                        await self._sessions.close(pod, container)
                     return result
                 if first == "lost":
-                    await self._drop_session(namespace, pod, container)
+                    await self._sessions.drop(pod, container)
                     reason = getattr(self.lease, "lost_reason", "") or "the agent was lost"
                     self._drop_lease_if(pod)
                     raise InfrastructureFailure(Failure.AGENT_LOST, f"agent {pod}: {reason}")
@@ -407,9 +341,9 @@ class BuildRunner:
                         await session.cancel(run.step_id)
                     continue
                 # Others wait for the quota while this step runs: give the slot up, poll later.
-                await self._drop_session(namespace, pod, container)
+                await self._sessions.drop(pod, container)
                 poll = spec.sessions.poll_interval
-                await _first([lost.wait(), run.deleted.wait()], within=poll)
+                await first_done([lost.wait(), run.deleted.wait()], within=poll)
                 break
             failures = 0 if handle.offset > 0 or handle.pid is not None else failures
 
@@ -492,41 +426,6 @@ class BuildRunner:
             )
         return quota
 
-    async def _session(
-        self, namespace: str, pod: str, container: str, quota: ApiQuota, run: StepRun
-    ) -> _OpenSession:
-        key = (pod, container)
-        current = self._sessions.get(key)
-        if current is not None and current.session.open:
-            spec = self.ctx.agents.pool_spec(self.pool)
-            if spec is None or current.steps < spec.sessions.max_steps:
-                return current
-        if current is not None:
-            await self._close_session(namespace, pod, container)
-        target = f"{namespace}/{pod}/{container}"
-        slot = await quota.acquire("exec", target)
-        try:
-            stream = await self._open_stream(namespace, pod, container)
-            try:
-                session = await Session.start(
-                    stream,
-                    tail_bytes=0,
-                    ready_timeout=SESSION_READY_TIMEOUT,
-                    state_dir=self.ctx.state_dir,
-                )
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await stream.close()
-                raise
-        except BaseException:
-            quota.release(slot)
-            raise
-        self.ctx.metrics.exec_sessions.labels(pool=self.pool).inc()
-        self.ctx.metrics.exec_sessions_open.labels(pool=self.pool).inc()
-        opened = _OpenSession(session, slot, quota, self.pool)
-        self._sessions[key] = opened
-        return opened
-
     async def _gather(self, spec: AgentPoolSpec) -> bool:
         """Wait until no step of the build arrived for `sessions.batchWindow`, so that steps
         created together are all seen and start in their order; True when it waited.
@@ -553,96 +452,6 @@ class BuildRunner:
                 quiet += progress
         return True
 
-    async def _open_stream(self, namespace: str, pod: str, container: str) -> Any:
-        if self.ctx.open_stream is not None:
-            return await self.ctx.open_stream(namespace, pod, container)
-        assert self.ctx.exec_api is not None
-        return await open_exec(self.ctx.exec_api, namespace, pod, container, BOOTSTRAP_COMMAND)
-
-    async def _close_session(self, namespace: str, pod: str, container: str) -> None:
-        opened = self._sessions.pop((pod, container), None)
-        if opened is None:
-            return
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await opened.session.close()
-        except (TimeoutError, Exception):
-            await opened.session.abort()
-        finally:
-            self._closed(opened)
-
-    async def _drop_session(self, namespace: str, pod: str, container: str) -> None:
-        opened = self._sessions.pop((pod, container), None)
-        if opened is None:
-            return
-        try:
-            await opened.session.abort()
-        finally:
-            self._closed(opened)
-
-    def _closed(self, opened: _OpenSession) -> None:
-        opened.quota.release(opened.slot)
-        self.ctx.metrics.exec_sessions_open.labels(pool=self.pool).dec()
-        self.ctx.metrics.session_steps.labels(pool=self.pool).observe(opened.steps)
-
-    async def _close_sessions(self) -> None:
-        for pod, container in list(self._sessions):
-            await self._close_session("", pod, container)
-
     async def close(self) -> None:
         """Operator shutdown: drop streams (steps keep running in their containers)."""
-        for pod, container in list(self._sessions):
-            await self._drop_session("", pod, container)
-
-
-def _classify(result: StepResult, run: StepRun) -> Outcome | None:
-    if result.reason == "lost":
-        return None
-    if result.reason == "cancelled" or run.deleted.is_set():
-        return Outcome(
-            StepPhase.CANCELLED, "Cancelled", "the BuildStep was deleted", result.exit_code
-        )
-    if result.reason == "timeout":
-        return Outcome(
-            StepPhase.FAILED,
-            "Timeout",
-            f"the step ran longer than its timeout of {run.spec.timeout:g} s and was killed",
-            result.exit_code,
-        )
-    if result.exit_code == 0:
-        return Outcome(StepPhase.SUCCEEDED, "Completed", "the script exited 0", 0)
-    return Outcome(
-        StepPhase.FAILED,
-        "ScriptFailed",
-        f"the script exited with code {result.exit_code}",
-        result.exit_code,
-    )
-
-
-async def _after(moment: float, quota: ApiQuota) -> None:
-    """Once others wait for the quota, but not before `moment` (loop time)."""
-    delay = moment - asyncio.get_running_loop().time()
-    if delay > 0:
-        await asyncio.sleep(delay)
-    # Created only now: a coroutine made up front would leak un-awaited when cancelled early.
-    await quota.wait_for_waiters()
-
-
-async def _first(
-    waits: list[Coroutine[Any, Any, Any]], *, within: float | None = None
-) -> int | None:
-    """Index of the first awaitable to finish (the others are cancelled); None on timeout."""
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        done, _ = await asyncio.wait(tasks, timeout=within, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
-    for index, task in enumerate(tasks):
-        if task in done:
-            return index
-    return None
+        await self._sessions.drop_all()

@@ -25,7 +25,7 @@ from agentpool.model import AgentPoolSpec, StepPhase
 from agentpool.sandbox import profiles
 from agentpool.sandbox.cluster import Sandbox
 from agentpool.steps.engine import StepEngine
-from agentpool.steps.runner import Outcome
+from agentpool.steps.outcomes import Outcome
 from agentpool.steps.runs import StepRun
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -1,0 +1,60 @@
+"""What build runners share and depend on: the pool layer as a protocol, clients, settings."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agentpool.kube.exec import ExecApiClient
+from agentpool.kube.quota import ApiQuota
+from agentpool.metrics import Catalogue
+from agentpool.model import AgentPoolSpec
+from agentpool.steps.outcomes import Outcome
+from agentpool.steps.runs import StepRun
+
+__all__ = ["AgentSource", "Lease", "RunnerContext"]
+
+
+class Lease(Protocol):
+    """The part of the pool layer's AgentLease a build needs."""
+
+    namespace: str
+    pod_name: str
+    lost: asyncio.Event
+    lost_reason: str
+
+
+class AgentSource(Protocol):
+    """Pools and their agents, as the pool layer offers them."""
+
+    def pool_spec(self, pool: str) -> AgentPoolSpec | None: ...
+    def quota(self, pool: str) -> ApiQuota | None: ...
+    async def acquire(self, pool: str, build: str, *, timeout: float | None) -> Lease: ...  # noqa: ASYNC109
+    async def release(self, lease: Lease, *, delete: bool) -> None: ...
+    def notify(self, pool: str) -> None:
+        """The pool's queued/running step counts changed."""
+
+    def waiting_builds(self, pool: str) -> int:
+        """How many builds wait for an agent of `pool`."""
+
+
+@dataclass
+class RunnerContext:
+    """What every build runner shares: clients, settings, the writer and the metrics."""
+
+    exec_api: ExecApiClient | None
+    agents: AgentSource
+    write: Callable[[StepRun, dict[str, Any], float], None]  # (run, status fields, delay)
+    finished: Callable[[StepRun, Outcome], None]
+    metrics: Catalogue
+    batching: bool = True
+    build_grace: float = 1.0
+    tail_bytes: int = 4096
+    # The agent containers' state dir (their own AGENTPOOL_STATE_DIR wins); None: the default.
+    state_dir: str | None = None
+    event: Callable[[StepRun, str, str], None] = lambda run, reason, message: None
+    pools_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Tests replace how an exec stream is opened (e.g. to count or fail connections).
+    open_stream: Callable[[str, str, str], Awaitable[Any]] | None = None
