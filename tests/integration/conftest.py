@@ -52,6 +52,7 @@ from kubernetes_asyncio.client import (
     CustomObjectsApi,
 )
 from kubernetes_asyncio.client.exceptions import ApiException
+from polling import eventually
 
 from agentpool.config import Config
 from agentpool.kube import client as kube
@@ -66,31 +67,6 @@ STARTUP_WITHIN = 15.0
 STOP_WITHIN = 15.0
 
 T = TypeVar("T")
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T | None]],
-    within: float = 15.0,
-    message: str = "condition",
-    interval: float = 0.05,
-) -> T:
-    """Poll `check` until it returns a truthy value (returned), failing after `within` s.
-
-    Used for states that live in another process's view (the API server's objects), for
-    which the test has no event to await.
-    """
-    last: T | None = None
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                last = await check()
-                if last:
-                    return last
-                await asyncio.sleep(interval)
-    except TimeoutError:
-        raise AssertionError(
-            f"timed out after {within:g}s waiting for {message}; last: {last!r}"
-        ) from None
 
 
 @pytest.fixture

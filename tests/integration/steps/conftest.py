@@ -21,6 +21,7 @@ import pytest
 from kubernetes_asyncio.client import ApiClient
 from step_client import BuildSteps
 
+from agentpool.sandbox import reaper
 from agentpool.sandbox.cluster import Sandbox
 from agentpool.steps.batching import BOOTSTRAP_COMMAND
 from agentpool.steps.session import Session
@@ -173,18 +174,9 @@ def until() -> Callable[[Callable[[], bool], float], Awaitable[None]]:
     return wait_for
 
 
-def pid_alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 @pytest.fixture
 def alive() -> Callable[[int], bool]:
-    return pid_alive
+    return reaper.alive
 
 
 @pytest.fixture

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 from kubernetes_asyncio.client import ApiClient, CustomObjectsApi
 from kubernetes_asyncio.client.exceptions import ApiException
+from polling import eventually
 
 from agentpool.kube import client as kube
 from agentpool.sandbox.cluster import Sandbox
 
-T = TypeVar("T")
 STEPS_NAMESPACE = "default"
 FINAL_PHASES = ("Succeeded", "Failed", "Skipped", "Cancelled")
 
@@ -127,21 +125,3 @@ class BuildSteps:
     def home(self, pod: str, container: str = "main") -> Path:
         """The container's directory (its HOME and working directory) in the sandbox."""
         return Path(self.cluster.state_dir) / "pods" / STEPS_NAMESPACE / pod / container
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T | None]], within: float, message: str = "condition"
-) -> T:
-    """Poll `check` (state in the API server: no event to await) until truthy, bounded."""
-    last: T | None = None
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                last = await check()
-                if last:
-                    return last
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(
-            f"timed out after {within:g}s waiting for {message}; last: {last!r}"
-        ) from None

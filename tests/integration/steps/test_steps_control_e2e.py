@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from step_client import BuildSteps, eventually
+from polling import eventually
+from step_client import BuildSteps
 
 from agentpool.model import SCRIPT_MAX_BYTES
 

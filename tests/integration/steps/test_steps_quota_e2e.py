@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-from step_client import STEPS_NAMESPACE, BuildSteps, eventually
+from polling import eventually
+from step_client import STEPS_NAMESPACE, BuildSteps
 
 from agentpool.config import Config
 from agentpool.kube.client import USER_AGENT
