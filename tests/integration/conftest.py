@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 
 import kopf
 import pytest
-import yaml
+from cluster_crds import TEST_USER_AGENT, install_crds
 from kubernetes_asyncio.client import (
     ApiClient,
     ApiextensionsV1Api,
@@ -59,9 +59,7 @@ from agentpool.kube import client as kube
 from agentpool.runtime import Runtime, run_operator
 from agentpool.sandbox.cluster import Sandbox
 
-CRDS = Path(__file__).parents[2] / "crds"
 NAMESPACE = "default"
-TEST_USER_AGENT = "agentpool-tests"
 # Bounds for waiting on the operator; generous for a loaded 2-core machine.
 STARTUP_WITHIN = 15.0
 STOP_WITHIN = 15.0
@@ -122,13 +120,7 @@ async def cluster(tmp_path: Path, sandbox_time_scale: float) -> AsyncIterator[Sa
     served = SandboxThread(state_dir=tmp_path / "sandbox", time_scale=sandbox_time_scale)
     sandbox = await served.start()
     try:
-        api = kube.new_api_client(await kube.load_configuration(str(sandbox.kubeconfig_path)))
-        try:
-            extensions = ApiextensionsV1Api(api)
-            for path in sorted(CRDS.glob("*.yaml")):
-                await extensions.create_custom_resource_definition(yaml.safe_load(path.read_text()))
-        finally:
-            await api.close()
+        await install_crds(sandbox.kubeconfig_path)
         yield sandbox
     finally:
         await served.stop()

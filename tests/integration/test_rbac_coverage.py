@@ -24,6 +24,7 @@ import helm_python as helm
 import pytest
 import yaml
 from aiohttp import web
+from cluster_crds import install_crds
 from kubernetes_asyncio.client import ApiClient, ApiextensionsV1Api, CustomObjectsApi
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -34,7 +35,6 @@ from agentpool.sandbox.cluster import Sandbox
 from agentpool.sandbox.stats import resource_path
 
 ROOT = Path(__file__).resolve().parents[2]
-CRDS = ROOT / "crds"
 NAMESPACE = "default"  # the namespace of the shared `operator_config`
 CHART_DIR = ROOT / "charts" / "agentpool-operator"
 RELEASE = "ap"
@@ -216,14 +216,7 @@ async def cluster(
 
     sandbox.app.middlewares.append(audit)
     async with sandbox:
-        api = kube.new_api_client(await kube.load_configuration(str(sandbox.kubeconfig_path)))
-        api.user_agent = "agentpool-tests"  # installing the CRDs is not the operator's doing
-        try:
-            extensions = ApiextensionsV1Api(api)
-            for path in sorted(CRDS.glob("*.yaml")):
-                await extensions.create_custom_resource_definition(yaml.safe_load(path.read_text()))
-        finally:
-            await api.close()
+        await install_crds(sandbox.kubeconfig_path)
         yield sandbox
 
 
