@@ -519,6 +519,9 @@ class PoolController:
             waiting_builds=self.waiting_builds(),
             pending_creations=self.pending_creations,
             hold_creations_until=self.hold_until,
+            # Half the quota: exec sessions and status writes keep room while a big pool
+            # fills up, and a pool asking for thousands of agents stays a trickle.
+            creation_burst=max(1, self.quota.limit // 2),
         )
 
     def _hash_of(self, name: str) -> str | None:

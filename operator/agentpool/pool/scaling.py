@@ -22,7 +22,9 @@ Rules, in the order they apply (docs/agents.md tells the story):
    starting ones first, then idle ones.
 7. Creations cover ``minIdle`` + waiting builds with current-template agents (idle,
    starting or being created), capped so that starting + ready + being created never
-   exceeds ``maxAgents``.
+   exceeds ``maxAgents``, and so that at most ``creation_burst`` pod creations are in
+   flight at once (a pool asking for thousands of agents must not spawn thousands of
+   requests at once: they would starve every other pool of the operator).
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ class PoolSnapshot:
     ``idle_timeout`` in seconds, None for never. ``pending_creations``: pods requested but
     not yet seen in the pod list (they count towards ``maxAgents``).
     ``hold_creations_until``: no creations before then (the handler's back-off after
-    repeated launch failures).
+    repeated launch failures). ``creation_burst``: most pod creations in flight at once
+    (None: no limit); the rest follow as earlier ones complete.
     """
 
     min_idle: int
@@ -91,6 +94,7 @@ class PoolSnapshot:
     waiting_builds: int = 0
     pending_creations: int = 0
     hold_creations_until: datetime | None = None
+    creation_burst: int | None = None
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,14 @@ def plan(snapshot: PoolSnapshot, now: datetime) -> ScalingPlan:
     create_reason = _create_reason(
         create, want, min_idle=min_idle, waiting=waiting, supply=supply, max_agents=max_agents
     )
+    if s.creation_burst is not None:
+        burst = max(0, max(1, s.creation_burst) - s.pending_creations)
+        if create > burst:
+            create = burst
+            create_reason = (
+                f"creating {create} of {want} wanted: at most {max(1, s.creation_burst)} "
+                "agent pod creations at a time; the rest follow as these complete"
+            )
     if s.hold_creations_until is not None and _aware(s.hold_creations_until) > now:
         hold = _aware(s.hold_creations_until)
         if create:

@@ -53,6 +53,10 @@ class InfrastructureFailure(Exception):
         self.failure = failure
 
 
+class _PoolDeleted(Exception):
+    """The pool went away during an attempt that is to be retried: the step waits for it."""
+
+
 class BuildRunner:
     """Runs the queued steps of one build; see the module docstring."""
 
@@ -118,6 +122,7 @@ class BuildRunner:
                 if spec is None:
                     await self._wait_for_pool()
                     continue
+                self._pending_pool.clear()  # deleted again later: say so again
                 container = run.spec.container or spec.agent_container
                 if container not in spec.container_names:
                     self._reject(
@@ -143,6 +148,8 @@ class BuildRunner:
                 self.running = run
                 try:
                     outcome = await self._run_step(run, container, spec)
+                except _PoolDeleted:
+                    continue  # parked as Pending/PoolNotFound until the pool is back
                 finally:
                     self.running = None
                 self._finish(run, outcome)
@@ -168,9 +175,11 @@ class BuildRunner:
         for run in self.steps.values():
             if run.name not in self._pending_pool:
                 self._pending_pool.add(run.name)
+                run.phase = StepPhase.PENDING  # a retried step writes Running again
                 self.ctx.write(
                     run,
                     {
+                        **(run.base_fields() if run.attempts else {}),
                         "phase": StepPhase.PENDING.value,
                         "reason": "PoolNotFound",
                         "message": message,
@@ -241,6 +250,11 @@ class BuildRunner:
                     )
                     self.ctx.event(run, f"Retry{failure.failure.value}", str(failure))
                     self._next_attempt(run)
+                    if self.ctx.agents.pool_spec(self.pool) is None:
+                        # Without this the retry would wait for the pool inside acquire,
+                        # its status still saying Running on an agent that is gone.
+                        await self._release_lease()
+                        raise _PoolDeleted from None
                     continue
                 return Outcome(StepPhase.FAILED, failure.failure.value, str(failure))
             outcome = classify(result, run)

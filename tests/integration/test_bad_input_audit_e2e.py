@@ -1,0 +1,145 @@
+"""A careless or hostile user against the whole operator on the sandbox: absurd pools, steps
+whose pool is deleted under them, values the schema refuses. Each case ends with a clear
+reason (or an apply-time refusal), and good work of other pools keeps running."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes_asyncio.client import ApiClient, CustomObjectsApi
+from polling import eventually
+
+from agentpool.kube import client as kube
+
+NAMESPACE = "default"
+FINAL = ("Succeeded", "Failed", "Skipped", "Cancelled")
+
+
+@pytest.fixture
+def sandbox_time_scale() -> float:
+    return 0.1
+
+
+class Objects:
+    """AgentPools and BuildSteps written and read with the test's client."""
+
+    def __init__(self, api: ApiClient) -> None:
+        self.api = CustomObjectsApi(api)
+
+    async def pool(self, name: str, **spec: Any) -> None:
+        body = {
+            "apiVersion": f"{kube.GROUP}/{kube.VERSION}",
+            "kind": "AgentPool",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {
+                "template": {"spec": {"containers": [{"name": "main", "image": "busybox"}]}},
+                "minIdle": 1,
+                "maxAgents": 3,
+                **spec,
+            },
+        }
+        await self.api.create_namespaced_custom_object(
+            kube.GROUP, kube.VERSION, NAMESPACE, kube.AGENTPOOLS, body
+        )
+
+    async def step(self, name: str, script: str, pool: str, **spec: Any) -> None:
+        body = {
+            "apiVersion": f"{kube.GROUP}/{kube.VERSION}",
+            "kind": "BuildStep",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"pool": pool, "script": script, **spec},
+        }
+        await self.api.create_namespaced_custom_object(
+            kube.GROUP, kube.VERSION, NAMESPACE, kube.BUILDSTEPS, body
+        )
+
+    async def delete_pool(self, name: str) -> None:
+        await self.api.delete_namespaced_custom_object(
+            kube.GROUP, kube.VERSION, NAMESPACE, kube.AGENTPOOLS, name
+        )
+
+    async def status(self, plural: str, name: str) -> dict[str, Any]:
+        body = await self.api.get_namespaced_custom_object(
+            kube.GROUP, kube.VERSION, NAMESPACE, plural, name
+        )
+        return dict(body.get("status") or {})
+
+    async def wait_step(self, name: str, *phases: str, within: float = 20.0) -> dict[str, Any]:
+        async def reached() -> dict[str, Any] | None:
+            status = await self.status(kube.BUILDSTEPS, name)
+            return status if status.get("phase") in phases else None
+
+        return await eventually(reached, within, f"step {name} in {phases}")
+
+
+@pytest.fixture
+def objects(kube_api: ApiClient) -> Objects:
+    return Objects(kube_api)
+
+
+async def test_steps_of_a_deleted_pool_wait_for_it_with_a_reason_and_run_when_it_is_back(
+    operator: Any, objects: Objects, tmp_path: Path
+) -> None:
+    marker = tmp_path / "first-attempt"
+    # The first attempt blocks until its agent goes with the pool; the retry finishes at once.
+    script = f"if [ -e {marker} ]; then echo again; else touch {marker}; sleep 30; fi"
+    await objects.pool("doomed")
+    await objects.step("running", script, "doomed", build="b")
+    await objects.step("behind", "echo behind", "doomed", build="b", order=1)
+    await objects.wait_step("running", "Running")
+
+    await objects.delete_pool("doomed")
+    running = await objects.wait_step("running", "Pending")
+    behind = await objects.wait_step("behind", "Pending")
+    await objects.pool("doomed")
+    done = await objects.wait_step("running", *FINAL)
+    after = await objects.wait_step("behind", *FINAL)
+
+    for parked in (running, behind):
+        assert parked["reason"] == "PoolNotFound"
+        assert "AgentPool default/doomed does not exist" in parked["message"]
+    assert running["attempts"] == 2
+    assert (done["phase"], done["logTail"], done["attempts"]) == ("Succeeded", "again\n", 2)
+    assert (after["phase"], after["logTail"]) == ("Succeeded", "behind\n")
+
+
+async def test_a_pool_asking_for_thousands_of_agents_creates_a_few_at_a_time(
+    operator: Any, objects: Objects
+) -> None:
+    await objects.pool("greedy", minIdle=5000, maxAgents=5000, apiConnections={"max": 4})
+    await objects.pool("modest")
+    await objects.step("served", "echo served", "modest")
+
+    async def creating() -> dict[str, Any] | None:
+        pools = await operator.call(_describe(operator))
+        greedy = pools.get("default/greedy") or {}
+        return greedy if (greedy.get("agents") or {}).get("total", 0) >= 4 else None
+
+    greedy = await eventually(creating, 20, "the greedy pool creating agents")
+    served = await objects.wait_step("served", *FINAL)
+    ready = await eventually(
+        lambda: _condition(objects, "greedy", "Ready"), 10, "the greedy pool's Ready condition"
+    )
+    await objects.delete_pool("greedy")
+
+    # Half of apiConnections.max in flight, not 5000 requests starving every other pool.
+    assert greedy["pendingCreations"] <= 2
+    assert (served["phase"], served["logTail"]) == ("Succeeded", "served\n")
+    assert ready["status"] == "False"
+    assert "of 5000 warm agent(s) ready" in ready["message"]
+
+
+def _describe(operator: Any) -> Any:
+    async def describe() -> dict[str, Any]:
+        pools: dict[str, Any] = operator.runtime.pools.describe()
+        return pools
+
+    return describe
+
+
+async def _condition(objects: Objects, pool: str, type_: str) -> dict[str, Any] | None:
+    status = await objects.status(kube.AGENTPOOLS, pool)
+    found = [c for c in status.get("conditions") or [] if c.get("type") == type_]
+    return found[0] if found else None
