@@ -339,6 +339,7 @@ class BuildStepSpec:
                 "spec.script",
                 "is empty: give the shell commands the step runs, such as 'make test'",
             )
+        _refuse_nul(script, "spec.script")
         if len(script.encode()) > SCRIPT_MAX_BYTES:
             raise SpecError(
                 "spec.script",
@@ -352,6 +353,9 @@ class BuildStepSpec:
         shell = _string(spec, "shell", "spec")
         if shell is not None and not shell:
             raise SpecError("spec.shell", "is empty: give the path of a shell, such as /bin/sh")
+        _refuse_nul(shell, "spec.shell")
+        working_dir = _string(spec, "workingDir", "spec") or None
+        _refuse_nul(working_dir, "spec.workingDir")
         run_policy_text = _string(spec, "runPolicy", "spec") or RunPolicy.ON_SUCCESS.value
         try:
             run_policy = RunPolicy(run_policy_text)
@@ -368,7 +372,7 @@ class BuildStepSpec:
             container=container,
             shell=shell or cls.shell,
             env=_env(spec.get("env")),
-            working_dir=_string(spec, "workingDir", "spec") or None,
+            working_dir=working_dir,
             timeout=_duration(spec, "timeout", "spec", "1h", positive=True),
             run_policy=run_policy,
             retries=_integer(spec, "retries", "spec", cls.retries, minimum=0, maximum=RETRIES_MAX),
@@ -396,8 +400,20 @@ def _env(items: object) -> tuple[EnvVar, ...]:
         if name in seen:
             raise SpecError(f"{path}.name", f"duplicate variable {name!r}: keep one")
         seen.add(name)
-        env.append(EnvVar(name=name, value=_string(item, "value", path) or ""))
+        value = _string(item, "value", path) or ""
+        _refuse_nul(value, f"{path}.value")
+        env.append(EnvVar(name=name, value=value))
     return tuple(env)
+
+
+def _refuse_nul(text: str | None, field: str) -> None:
+    # A shell drops NUL bytes silently: "echo a\0b" would run as "echo ab".
+    if text is not None and "\x00" in text:
+        raise SpecError(
+            field,
+            f"contains a NUL character (at offset {text.index(chr(0))}), which a shell cannot "
+            "read: remove it (a script can write one with printf '\\000')",
+        )
 
 
 # --- status shapes -----------------------------------------------------------------------

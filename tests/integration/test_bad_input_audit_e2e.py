@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes_asyncio.client import ApiClient, CustomObjectsApi
+from kubernetes_asyncio.client import ApiClient, CoreV1Api, CustomObjectsApi
+from kubernetes_asyncio.client.exceptions import ApiException
 from polling import eventually
 
 from agentpool.kube import client as kube
@@ -27,6 +28,11 @@ class Objects:
 
     def __init__(self, api: ApiClient) -> None:
         self.api = CustomObjectsApi(api)
+        self.core = CoreV1Api(api)
+
+    async def reasons(self, involved: str) -> list[str]:
+        events = await self.core.list_namespaced_event(NAMESPACE)
+        return [e.reason for e in events.items if e.involved_object.name == involved]
 
     async def pool(self, name: str, **spec: Any) -> None:
         body = {
@@ -143,3 +149,44 @@ async def _condition(objects: Objects, pool: str, type_: str) -> dict[str, Any] 
     status = await objects.status(kube.AGENTPOOLS, pool)
     found = [c for c in status.get("conditions") or [] if c.get("type") == type_]
     return found[0] if found else None
+
+
+async def test_zero_durations_are_refused_when_applied(objects: Objects) -> None:
+    with pytest.raises(ApiException) as pool:
+        await objects.pool("hasty", startupTimeout="0m0s", sessions={"pollInterval": "0.0s"})
+    with pytest.raises(ApiException) as step:
+        await objects.step("instant", "echo", "p", timeout="0s")
+
+    assert (pool.value.status, step.value.status) == (422, 422)
+    assert "startupTimeout must be longer than zero, such as 5m" in pool.value.body
+    assert "pollInterval must be longer than zero" in pool.value.body
+    assert "timeout must be longer than zero, such as 10m" in step.value.body
+
+
+async def test_unrunnable_steps_fail_once_with_a_reason_and_good_ones_run(
+    operator: Any, objects: Objects
+) -> None:
+    await objects.pool("p")
+    await objects.step("nul", "echo a\0b", "p")
+    await objects.step("nulenv", "echo $V", "p", env=[{"name": "V", "value": "x\0"}])
+    await objects.step("noshell", "echo hi", "p", shell="/bin/nosuchshell")
+    await objects.step("nodir", "pwd", "p", workingDir="no/such/dir")
+    await objects.step("good", "echo good", "p")
+
+    steps = {n: await objects.wait_step(n, *FINAL) for n in ("nul", "nulenv", "noshell", "nodir")}
+    good = await objects.wait_step("good", *FINAL)
+
+    assert (good["phase"], good["logTail"]) == ("Succeeded", "good\n")
+    nul_cases = (
+        ("nul", "InvalidScript", "spec.script"),
+        ("nulenv", "InvalidSpec", "spec.env[0].value"),
+    )
+    for name, reason, field in nul_cases:
+        assert (steps[name]["phase"], steps[name]["reason"]) == ("Failed", reason)
+        assert f"{field}: contains a NUL character" in steps[name]["message"]
+        assert reason in await objects.reasons(name)
+    # A script the container cannot start fails on its first attempt, saying why.
+    assert (steps["noshell"]["exitCode"], steps["noshell"]["attempts"]) == (127, 1)
+    assert "/bin/nosuchshell: not found" in steps["noshell"]["logTail"]
+    assert (steps["nodir"]["exitCode"], steps["nodir"]["attempts"]) == (126, 1)
+    assert "cannot enter workingDir no/such/dir" in steps["nodir"]["logTail"]
