@@ -158,7 +158,12 @@ class PoolController:
             self.spec, self.spec_error = None, error
         else:
             self.spec, self.spec_error = spec, None
-            self.template_hash = manifest.template_hash(raw_spec["template"])
+            template_hash = manifest.template_hash(raw_spec["template"])
+            if template_hash != self.template_hash and self.failure_streak:
+                # A new template is the user's fix for failing launches: try it now, not
+                # after a hold earned by the old one (up to backoff_max).
+                self.failure_streak, self._last_failure, self.hold_until = 0, "", None
+            self.template_hash = template_hash
             self.quota = self._quotas.ensure(
                 self.key, spec.api_connections.max, spec.api_connections.queue_timeout
             )

@@ -178,3 +178,27 @@ async def test_metrics_describe_agents_and_launches(
         debug = await response.json()
     entry = next(p for p in debug["pools"] if p["pool"] == pool)
     assert entry["agents"]["idle"] == 3
+
+
+async def test_a_new_template_lifts_the_launch_hold_at_once(
+    operator: Any, pools: Any, reader: Any, until: Any
+) -> None:
+    containers = [{"name": "agent", "image": "busybox:1.36"}]
+    # The API server refuses every agent pod of this template.
+    template = {"spec": {"containers": containers, "restartPolicy": "Sometimes"}}
+    await pools.create("rejected", template=template)
+
+    async def held() -> bool:
+        message = (await reader.condition("rejected", "Degraded")).get("message", "")
+        return "CreateRejected" in message and "new agents are held until" in message
+
+    await until(held, 10, "launches held after rejected creations")
+    await pools.patch_spec("rejected", {"template": {"spec": {"restartPolicy": None}}})
+
+    async def observed() -> dict[str, Any]:
+        condition = await reader.condition("rejected", "Degraded")
+        return condition if condition.get("observedGeneration") == 2 else {}
+
+    degraded = await until(observed, 10, "the fixed template observed")
+    assert (degraded["status"], degraded["reason"]) == ("False", "AsExpected")
+    await until(lambda: idle_agents(reader, "rejected", 1), 10, "an agent of the new template")
