@@ -36,7 +36,7 @@ from agentpool.model import (
     SpecError,
     StepCounts,
 )
-from agentpool.pool import manifest, readiness, scaling
+from agentpool.pool import assignment, manifest, readiness, scaling
 from agentpool.pool.agents import AgentRecord, PodView
 from agentpool.pool.lease import AgentLease, LeaseTimeout, PoolGone
 from agentpool.pool.publisher import StatusWriter
@@ -86,6 +86,8 @@ class _Waiter:
     build_key: str
     since: datetime
     future: asyncio.Future[AgentLease]
+    # Asked on each assignment: steps of the build may still be arriving (after a restart).
+    prefer: Callable[[], str | None] | None = None
 
 
 class PoolController:
@@ -233,9 +235,17 @@ class PoolController:
 
     # --- leasing -------------------------------------------------------------------------
 
-    async def acquire(self, build_key: str, *, timeout: float) -> AgentLease:  # noqa: ASYNC109
-        """Wait (FIFO) for a started idle agent and lease it to `build_key`."""
-        waiter = _Waiter(build_key, _now(), asyncio.get_running_loop().create_future())
+    async def acquire(
+        self,
+        build_key: str,
+        *,
+        timeout: float,  # noqa: ASYNC109
+        prefer: Callable[[], str | None] | None = None,
+    ) -> AgentLease:
+        """Wait (FIFO) for a started idle agent and lease it to `build_key`; `prefer` names
+        the agent the build ran on before, kept for it while alive (`assignment`)."""
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(build_key, _now(), loop.create_future(), prefer)
         self._waiters.append(waiter)
         self.wake()
         try:
@@ -302,24 +312,17 @@ class PoolController:
         spec = self.spec
         if spec is None:
             return
-        while self._waiters:
-            waiter = self._waiters[0]
-            if waiter.future.done():
-                self._waiters.popleft()
-                continue
-            free = [
-                r
-                for r in self.records.values()
-                if r.status is not None
-                and r.status.state is AgentState.READY
-                and r.lease is None
-                and r.deleting is None
-                and r.name in self.view
-                and not (spec.ephemeral and r.builds_run > 0)
-            ]
-            if not free:
-                return
-            record = min(free, key=lambda r: (self._hash_of(r.name) != self.template_hash, r.name))
+        waiters = [w for w in self._waiters if not w.future.done()]
+        self._waiters = collections.deque(waiters)
+        if not waiters:
+            return
+        candidates = [c for r in self.records.values() if (c := self._candidate(r, spec))]
+        requests = [
+            assignment.Request(w.build_key, w.prefer() if w.prefer is not None else None)
+            for w in waiters
+        ]
+        for index, name in assignment.assign(requests, candidates).items():
+            waiter, record = waiters[index], self.records[name]
             lease = AgentLease(
                 pool_key=self.key,
                 build_key=waiter.build_key,
@@ -331,7 +334,26 @@ class PoolController:
             )
             record.lease = lease
             waiter.future.set_result(lease)
-            self._waiters.popleft()
+            self._waiters.remove(waiter)
+
+    def _candidate(self, record: AgentRecord, spec: AgentPoolSpec) -> assignment.Candidate | None:
+        if record.status is None:
+            return None
+        alive = (
+            record.status.state in (AgentState.READY, AgentState.STARTING)
+            and record.lease is None
+            and record.deleting is None
+            and record.name in self.view
+        )
+        return assignment.Candidate(
+            name=record.name,
+            free=alive
+            and record.status.state is AgentState.READY
+            # An ephemeral agent serves one build.
+            and not (spec.ephemeral and record.builds_run > 0),
+            claimable=alive,
+            current=self._hash_of(record.name) == self.template_hash,
+        )
 
     # --- the reconcile pass --------------------------------------------------------------
 

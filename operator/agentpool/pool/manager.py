@@ -111,8 +111,10 @@ class PoolManager:
         build_key: str,
         *,
         timeout: float,  # noqa: ASYNC109
+        prefer: Callable[[], str | None] | None = None,
     ) -> AgentLease:
-        """Lease a started idle agent of the pool to a build; waits FIFO, scales the pool up."""
+        """Lease a started idle agent of the pool to a build; waits FIFO, scales the pool up.
+        `prefer` names the agent the build ran on before (see `pool.assignment`)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while (controller := self._controllers.get(pool_key)) is None:
@@ -124,7 +126,9 @@ class PoolManager:
                 raise LeaseTimeout(
                     f"pool {pool_key} does not exist (waited {timeout:g}s for it)"
                 ) from None
-        return await controller.acquire(build_key, timeout=max(0.0, deadline - loop.time()))
+        return await controller.acquire(
+            build_key, timeout=max(0.0, deadline - loop.time()), prefer=prefer
+        )
 
     def release(self, lease: AgentLease, *, delete: bool = False) -> None:
         """Give the agent back (ephemeral pools, or `delete`, remove it)."""
