@@ -7,6 +7,8 @@ that protocol.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from agentpool.kube.quota import ApiQuota, QuotaRegistry
 from agentpool.model import AgentPoolSpec
 from agentpool.pool.lease import AgentLease
@@ -34,10 +36,17 @@ class PoolAgents:
     def quota(self, pool: str) -> ApiQuota | None:
         return self._quotas.get(pool)
 
-    async def acquire(self, pool: str, build: str, *, timeout: float | None) -> Lease:  # noqa: ASYNC109
+    async def acquire(
+        self,
+        pool: str,
+        build: str,
+        *,
+        timeout: float | None,  # noqa: ASYNC109
+        prefer: Callable[[], str | None] | None = None,
+    ) -> Lease:
         # PoolGone (the pool was deleted meanwhile) fails the attempt as AgentLost.
         return await self._manager.acquire(
-            pool, build, timeout=ACQUIRE_ROUND if timeout is None else timeout
+            pool, build, timeout=ACQUIRE_ROUND if timeout is None else timeout, prefer=prefer
         )
 
     async def release(self, lease: Lease, *, delete: bool) -> None:

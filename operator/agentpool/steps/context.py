@@ -31,7 +31,16 @@ class AgentSource(Protocol):
 
     def pool_spec(self, pool: str) -> AgentPoolSpec | None: ...
     def quota(self, pool: str) -> ApiQuota | None: ...
-    async def acquire(self, pool: str, build: str, *, timeout: float | None) -> Lease: ...  # noqa: ASYNC109
+    async def acquire(
+        self,
+        pool: str,
+        build: str,
+        *,
+        timeout: float | None,  # noqa: ASYNC109
+        prefer: Callable[[], str | None] | None = None,
+    ) -> Lease:
+        """Lease an agent to `build`; `prefer` names the agent the build ran on before."""
+
     async def release(self, lease: Lease, *, delete: bool) -> None: ...
     def notify(self, pool: str) -> None:
         """The pool's queued/running step counts changed."""

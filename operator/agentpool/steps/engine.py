@@ -28,7 +28,7 @@ from agentpool.steps import logs
 from agentpool.steps.context import AgentSource, RunnerContext
 from agentpool.steps.outcomes import Outcome
 from agentpool.steps.runner import BuildRunner
-from agentpool.steps.runs import StepRun, now, rfc3339
+from agentpool.steps.runs import StepRun, now, parse_time, rfc3339
 from agentpool.steps.scheduling import BuildQueue
 from agentpool.steps.status import Patcher, StatusWriter
 
@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 RunnerKey = tuple[str, str, str]  # namespace, build, pool
 # Finished steps remembered so that the echoes of our own status writes are ignored.
 FINISHED_MEMORY = 100_000
+# Builds whose agent is remembered after they went idle: a step appended later still finds
+# the build's workspace.
+BUILD_AGENT_MEMORY = 10_000
 QUEUED_DELAY = 0.5
 
 
@@ -92,6 +95,7 @@ class StepEngine:
         self._tasks: dict[RunnerKey, asyncio.Task[None]] = {}
         self._index: dict[tuple[str, str], tuple[str, RunnerKey]] = {}  # step -> (uid, runner)
         self._finished_uids: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._build_agents: collections.OrderedDict[RunnerKey, str] = collections.OrderedDict()
         self.on_finished: Callable[[StepRun, Outcome], None] | None = None  # tests, bench
 
     async def _patch_status(self, namespace: str, name: str, fields: dict[str, Any]) -> None:
@@ -132,10 +136,13 @@ class StepEngine:
         pool = f"{namespace}/{spec.pool}"
         key: RunnerKey = (namespace, spec.build, pool)
         queue = self._queues.get(key) or self._queues.setdefault(
-            key, BuildQueue((namespace, spec.build))
+            key, BuildQueue((namespace, spec.build), agent=self._build_agents.get(key))
         )
         if phase is not None and phase.is_final:
             queue.record(name, phase)
+            agent = status.get("agent")
+            if isinstance(agent, str) and agent:
+                queue.ran_on(agent, parse_time(status.get("finishedAt")))
             self._remember(uid)
             return
         run = StepRun(
@@ -264,8 +271,13 @@ class StepEngine:
                 return False
             self._runners.pop(key, None)
             self._tasks.pop(key, None)
+            if finished.queue.agent is not None:
+                self._build_agents[key] = finished.queue.agent
+                self._build_agents.move_to_end(key)
+                while len(self._build_agents) > BUILD_AGENT_MEMORY:
+                    self._build_agents.popitem(last=False)
             if not finished.queue.failed_step:
-                self._queues.pop(key, None)  # nothing to remember about this build
+                self._queues.pop(key, None)  # its agent is remembered above
             return True
 
         try:

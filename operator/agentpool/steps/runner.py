@@ -41,6 +41,9 @@ MIN_HOLD = 0.2
 QUEUED_DELAY = 0.5
 # How often an idle build looks for builds waiting for an agent of its pool.
 HAND_OVER_POLL = 0.05
+# After a restart, how long a step found Running waits to lease its agent (the pool lists its
+# pods first) before it is resumed there without a lease.
+RECOVERY_LEASE_WAIT = 10.0
 RUNNING_DELAY = 0.1
 # The batch window is slept in this many ticks, and lasts at most GATHER_CAP windows.
 GATHER_TICKS = 5
@@ -393,12 +396,28 @@ class BuildRunner:
     async def _agent_for(self, run: StepRun) -> tuple[str, str, asyncio.Event]:
         # Found Running at startup: its output and exit status live on that agent.
         recovered = run.recovered_agent
+        if recovered is not None and self.lease is None:
+            # Lease that agent (preferred), so no other build takes it and no scale-down
+            # removes it; unless another build holds it or it is gone: then resume there
+            # without a lease and run the rest of the build on whatever agent was leased.
+            with contextlib.suppress(TimeoutError):
+                await self._ensure_lease(within=RECOVERY_LEASE_WAIT)
         if recovered is not None and (self.lease is None or self.lease.pod_name != recovered):
             return run.namespace, recovered, asyncio.Event()
         lease = await self._ensure_lease()
         return lease.namespace, lease.pod_name, lease.lost
 
-    async def _ensure_lease(self) -> Lease:
+    def _home_agent(self) -> str | None:
+        """The agent this build belongs on: where a step of it still runs (found Running
+        after a restart), else where its latest step ran (its workspace is there)."""
+        for run in self.steps.values():
+            if run.recovered_agent is not None:
+                return run.recovered_agent
+        return self.queue.agent
+
+    async def _ensure_lease(self, within: float | None = None) -> Lease:
+        """The build's lease; waits for an agent as long as it takes, or raises
+        TimeoutError after `within` seconds."""
         if self.lease is not None and not self.lease.lost.is_set():
             return self.lease
         await self._release_lease()
@@ -406,10 +425,13 @@ class BuildRunner:
         while True:
             try:
                 self.lease = await self.ctx.agents.acquire(
-                    self.pool, f"{namespace}/{build}", timeout=None
+                    self.pool, f"{namespace}/{build}", timeout=within, prefer=self._home_agent
                 )
+                self.queue.agent = self.lease.pod_name
                 return self.lease
             except TimeoutError as error:
+                if within is not None:
+                    raise
                 log.info("build %s/%s still waits for an agent: %s", namespace, build, error)
             except Exception as error:  # e.g. the pool was deleted while the build waited
                 raise InfrastructureFailure(Failure.AGENT_LOST, str(error)) from error

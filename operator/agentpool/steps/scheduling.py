@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from agentpool.model import RunPolicy, StepPhase
 
@@ -66,6 +67,15 @@ class BuildQueue:
     key: BuildKey
     _queued: dict[str, QueuedStep] = field(default_factory=dict)
     failed_step: str | None = None  # the first step of the build that failed
+    # The agent the build's latest finished step ran on: its workspace is there.
+    agent: str | None = None
+    _agent_finished: datetime | None = None
+
+    def ran_on(self, agent: str, finished: datetime | None) -> None:
+        """Note the agent of a finished step (the latest finish wins)."""
+        latest = self._agent_finished
+        if self.agent is None or (finished and (latest is None or finished >= latest)):
+            self.agent, self._agent_finished = agent, finished
 
     def add(self, step: QueuedStep) -> None:
         """Queue a step (again: the latest view wins)."""

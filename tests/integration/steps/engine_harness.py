@@ -89,7 +89,14 @@ class StaticAgents:
     def quota(self, pool: str) -> ApiQuota | None:
         return self.quotas.get(pool)
 
-    async def acquire(self, pool: str, build: str, *, timeout: float | None) -> Lease:  # noqa: ASYNC109
+    async def acquire(
+        self,
+        pool: str,
+        build: str,
+        *,
+        timeout: float | None,  # noqa: ASYNC109
+        prefer: Callable[[], str | None] | None = None,  # FIFO only: no preference here
+    ) -> Lease:
         async with self.available:
             self.waiters[pool] += 1
             try:

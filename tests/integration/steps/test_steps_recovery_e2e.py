@@ -57,11 +57,11 @@ async def test_an_operator_restart_mid_batch_loses_no_step_and_runs_none_twice(
     left = [n for n in names if (await buildsteps.status(n)).get("phase") != "Succeeded"]
     await start_operator()
     statuses = await buildsteps.wait_final(*names, within=60)
-    # The new operator may lease another agent for the rest of the build: look in all.
     agents = buildsteps.home("*").parent.parent
     runs = {n: "".join(f.read_text() for f in agents.glob(f"*/main/count-{n}")) for n in names}
 
     assert left, "the first operator finished the whole batch: nothing was interrupted"
     assert {s["phase"] for s in statuses.values()} == {"Succeeded"}
+    assert len({s["agent"] for s in statuses.values()}) == 1  # the build kept its agent
     assert all(statuses[n]["logTail"] == f"{n} done\n" for n in names)
     assert runs == dict.fromkeys(names, "run\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from agentpool.model import RunPolicy, StepPhase
@@ -91,6 +93,16 @@ def test_step_of_another_build_is_refused() -> None:
 
     with pytest.raises(ValueError, match="belongs to build"):
         queue.add(step("s1"))
+
+
+def test_the_build_belongs_on_the_agent_of_its_latest_finished_step() -> None:
+    queue = BuildQueue(("ci", "b"))
+    later, earlier = datetime(2026, 1, 1, 0, 0, 2, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
+
+    queue.ran_on("replacement", later)
+    queue.ran_on("lost", earlier)  # listed after, finished before
+
+    assert queue.agent == "replacement"
 
 
 @pytest.mark.parametrize(
