@@ -96,6 +96,12 @@ def test_pending_creations_count_towards_max_agents() -> None:
     assert result.create == 0
 
 
+def test_creations_in_flight_are_capped_by_the_burst_and_say_so() -> None:
+    result = plan(pool(min_idle=10, pending_creations=3, creation_burst=4), NOW)
+    assert result.create == 1
+    assert "at most 4 agent pod creations at a time" in result.create_reason
+
+
 def test_min_idle_above_max_agents_is_clamped() -> None:
     assert plan(pool(min_idle=5, max_agents=2), NOW).create == 2
 
