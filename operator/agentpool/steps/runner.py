@@ -37,13 +37,13 @@ MAX_SESSION_FAILURES = 5
 # Once resumed, a session keeps its slot this long before it may yield again, so that a
 # contended quota does not turn polling into a connection storm.
 MIN_HOLD = 0.2
-# Status writes that a later one usually supersedes wait this long before they cost a request.
-QUEUED_DELAY = 0.5
 # How often an idle build looks for builds waiting for an agent of its pool.
 HAND_OVER_POLL = 0.05
 # After a restart, how long a step found Running waits to lease its agent (the pool lists its
 # pods first) before it is resumed there without a lease.
 RECOVERY_LEASE_WAIT = 10.0
+# A step's Running write waits this long, so that a step ending sooner costs one status write;
+# it is also the window in which a crashed operator leaves no record of where a step started.
 RUNNING_DELAY = 0.1
 # The batch window is slept in this many ticks, and lasts at most GATHER_CAP windows.
 GATHER_TICKS = 5
