@@ -318,8 +318,11 @@ def check_step_id(step_id: str) -> None:
 def build_launcher(request: StepRequest) -> bytes:
     """The small sh program that sets cwd and env, then execs the step's shell on its script."""
     # A cancel or timeout that lands while the keeper forks the step finds no process group
-    # yet and its TERM may be swallowed: the markers stop the step (its group exists by now).
-    lines = ['{ [ -e "$1/cancel" ] || [ -e "$1/halt" ]; } && exit 143']
+    # yet and its TERM may be swallowed: `halt`, made by the keeper before it signals, stops
+    # the step (its group exists by now). Not `cancel`: the driver makes that file before it
+    # signals the keeper, and a launcher acting on it in between ends the step without the
+    # keeper knowing why (rc `143 exit`); the keeper alone decides a step was stopped.
+    lines = ['[ -e "$1/halt" ] && exit 143']
     if request.working_dir:
         wd = _quote(request.working_dir)
         lines.append(
