@@ -49,6 +49,10 @@ class AgentSource(Protocol):
         """How many builds wait for an agent of `pool`."""
 
 
+async def _nothing() -> None:
+    return None
+
+
 @dataclass
 class RunnerContext:
     """What every build runner shares: clients, settings, the writer and the metrics."""
@@ -64,6 +68,8 @@ class RunnerContext:
     # The agent containers' state dir (their own AGENTPOOL_STATE_DIR wins); None: the default.
     state_dir: str | None = None
     event: Callable[[StepRun, str, str], None] = lambda run, reason, message: None
+    # Until the step's status updates so far are written (the placement before a first start).
+    written: Callable[[StepRun], Awaitable[None]] = field(default=lambda run: _nothing())
     pools_changed: asyncio.Event = field(default_factory=asyncio.Event)
     # Tests replace how an exec stream is opened (e.g. to count or fail connections).
     open_stream: Callable[[str, str, str], Awaitable[Any]] | None = None

@@ -89,6 +89,7 @@ class StepEngine:
             tail_bytes=config.log_tail_bytes,
             state_dir=config.agent_state_dir,
             event=self._event,
+            written=lambda run: self.writer.written(run.namespace, run.name),
         )
         self._queues: dict[RunnerKey, BuildQueue] = {}
         self._runners: dict[RunnerKey, BuildRunner] = {}
@@ -164,8 +165,12 @@ class StepEngine:
                 if isinstance(tail, str):
                     run.add_output(tail.encode())
                     run.offset = int(status.get("logBytes") or 0)
-        elif isinstance(status.get("attempts"), int):
-            run.attempts = max(0, int(status["attempts"]))
+        else:
+            if isinstance(status.get("attempts"), int):
+                run.attempts = max(0, int(status["attempts"]))
+            agent = status.get("agent")
+            if isinstance(agent, str) and agent:
+                run.placed_on = agent  # sent there, maybe, before a crash: go there again
         self._index[(namespace, name)] = (uid, key)
         runner = self._runner(key, queue, pool)
         runner.add(run)

@@ -76,6 +76,7 @@ class BuildRunner:
         # The first step on a new lease waits for its batch window; later ones never do.
         self._gathered = False
         self._arrivals = 0  # steps added so far: the batch window restarts on each
+        self._placed: str | None = None  # the agent a status write of this build names
 
     # --- queue ------------------------------------------------------------------------
 
@@ -284,6 +285,8 @@ class BuildRunner:
         while True:
             namespace, pod, lost = await self._agent_for(run)
             quota = self._quota(spec)
+            if not run.submitted and self._placed != pod:
+                await self._place(run, pod)
             try:
                 opened = await self._sessions.open(namespace, pod, container, quota)
             except QuotaTimeout as error:
@@ -364,6 +367,22 @@ class BuildRunner:
                 break
             failures = 0 if handle.offset > 0 or handle.pid is not None else failures
 
+    async def _place(self, run: StepRun, pod: str) -> None:
+        """Record where the build runs before its first step there may start: an operator
+        that crashes before the step's Running write then still knows where to look
+        (`_home_agent`), and the agent's start marker keeps the step from running twice.
+        Later steps on the same agent need no such write: this one names the agent."""
+        self.ctx.write(
+            run, {**run.base_fields(), "agent": pod, "message": f"starting on agent {pod}"}, 0.0
+        )
+        # Before the session: a status write needs a quota slot that the session could hold.
+        try:
+            await self.ctx.written(run)
+        except QuotaTimeout as error:
+            self.ctx.write(run, {"agent": None}, 0.0)  # it never got there
+            raise InfrastructureFailure(Failure.QUOTA_TIMEOUT, str(error)) from None
+        run.placed_on = self._placed = pod
+
     def _started(self, run: StepRun) -> None:
         if run.started_at is not None and run.phase is StepPhase.RUNNING:
             return
@@ -413,6 +432,9 @@ class BuildRunner:
         for run in self.steps.values():
             if run.recovered_agent is not None:
                 return run.recovered_agent
+        for run in self.steps.values():
+            if run.placed_on is not None:
+                return run.placed_on
         return self.queue.agent
 
     async def _ensure_lease(self, within: float | None = None) -> Lease:

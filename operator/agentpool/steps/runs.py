@@ -48,6 +48,7 @@ class StepRun:
     tail_limit: int = 4096
     tail: bytearray = field(default_factory=bytearray)
     recovered_agent: str | None = None  # agent of a step found Running at startup
+    placed_on: str | None = None  # agent recorded in its status before its first start
     phase: StepPhase = StepPhase.PENDING
     agent: str | None = None
     session: str | None = None

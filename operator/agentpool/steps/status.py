@@ -24,6 +24,7 @@ from typing import Any
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from agentpool.kube.quota import ApiQuota, QuotaTimeout
+from agentpool.steps.waits import first_done
 
 __all__ = ["Patcher", "QuotaLookup", "StatusWriter"]
 
@@ -45,6 +46,9 @@ class _Pending:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     writes: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)  # written, given up or dropped
+    starved: QuotaTimeout | None = None  # the last attempt got no quota slot in time
+    attempted: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class StatusWriter:
@@ -100,9 +104,24 @@ class StatusWriter:
     def forget(self, namespace: str, name: str) -> None:
         """The object is gone: drop whatever was still to be written."""
         pending = self._pending.pop((namespace, name), None)
-        if pending is not None and pending.task is not None:
-            pending.task.cancel()
+        if pending is not None:
+            pending.done.set()
+            if pending.task is not None:
+                pending.task.cancel()
         self._check_idle()
+
+    async def written(self, namespace: str, name: str) -> None:
+        """Return once the step's updates so far are written (or given up: 404, 422).
+
+        Raises QuotaTimeout when an attempt got no slot of the pool's quota within its queue
+        timeout; the write itself goes on in the background, as every write does.
+        """
+        pending = self._pending.get((namespace, name))
+        while pending is not None and not pending.done.is_set():
+            if pending.starved is not None:
+                raise pending.starved
+            pending.attempted.clear()
+            await first_done([pending.done.wait(), pending.attempted.wait()])
 
     def pending(self, namespace: str, name: str) -> dict[str, Any]:
         """Fields not yet written for a step (a copy)."""
@@ -121,6 +140,8 @@ class StatusWriter:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for pending in self._pending.values():
+            pending.done.set()
         self._pending.clear()
         self._idle.set()
 
@@ -148,6 +169,8 @@ class StatusWriter:
         finally:
             if self._pending.get(key) is pending and not pending.fields:
                 del self._pending[key]
+            if self._pending.get(key) is not pending:
+                pending.done.set()
             self._check_idle()
 
     async def _write(self, key: tuple[str, str], pool: str, fields: dict[str, Any]) -> bool:
@@ -163,6 +186,7 @@ class StatusWriter:
                     await self._patch(namespace, name, fields)
         except QuotaTimeout as error:
             log.warning("status of %s/%s waits for the quota: %s", namespace, name, error)
+            self._attempted(key, error)
             return False
         except ApiException as error:
             if error.status == 404:
@@ -177,7 +201,14 @@ class StatusWriter:
         except Exception as error:  # a write that must not be lost: keep trying
             log.warning("status of %s/%s: %r, retrying", namespace, name, error)
             return False
+        self._attempted(key, None)
         return True
+
+    def _attempted(self, key: tuple[str, str], starved: QuotaTimeout | None) -> None:
+        pending = self._pending.get(key)
+        if pending is not None:
+            pending.starved = starved
+            pending.attempted.set()
 
     def _check_idle(self) -> None:
         # Called from a writer task's `finally`: that task is ending, do not wait for it.

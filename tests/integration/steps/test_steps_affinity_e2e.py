@@ -1,6 +1,7 @@
-"""A build stays on its agent, where its workspace is: across an operator restart, and for a
-step appended after the build went idle. Two agents; `a` is the one a free build takes first
-(agents are taken by name), so a build that lost track of its agent would land there."""
+"""A build stays on its agent, where its workspace is: across an operator restart, for a step
+appended after the build went idle, and after a crash that left only the placement written.
+Two agents; build `a` holds the one a free build takes first (agents go by name), so a build
+that lost track of its own agent would land there."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from step_client import BuildSteps
+from step_client import STEPS_NAMESPACE, BuildSteps
+
+from agentpool.kube import client as kube
 
 WAIT_FOR_GO = "while [ ! -e go ]; do sleep 0.05; done"
 
@@ -68,3 +71,36 @@ async def test_after_an_operator_restart_a_build_goes_on_in_its_workspace(
     assert home != first
     assert {name: s["agent"] for name, s in statuses.items()} == {"b1": home, "b2": home}
     assert (statuses["b2"]["phase"], statuses["b2"]["logTail"]) == ("Succeeded", "b\n")
+
+
+async def test_a_step_placed_before_a_crash_is_not_run_again_on_another_agent(
+    start_operator: Callable[[], Awaitable[Any]], buildsteps: BuildSteps
+) -> None:
+    old = await start_operator()
+    first = await hold_first_agent(buildsteps)
+    await buildsteps.create("s", "echo run >> count; echo done", build="s")
+    home = (await buildsteps.wait_final("s"))["s"]["agent"]
+    await let_go(buildsteps, first)
+    await buildsteps.wait_final("a0")
+    await old.stop()
+    # What a crash right after the step was sent leaves: only the placement write went out.
+    placed = {"phase": "Queued", "agent": home, "attempts": 1, "reason": "Queued"}
+    cleared = dict.fromkeys(("exitCode", "startedAt", "finishedAt", "logTail", "logBytes"))
+    await buildsteps.objects.patch_namespaced_custom_object_status(
+        kube.GROUP,
+        kube.VERSION,
+        STEPS_NAMESPACE,
+        kube.BUILDSTEPS,
+        "s",
+        {"status": {**placed, **cleared, "session": None}},
+        _content_type="application/merge-patch+json",
+    )
+
+    await start_operator()
+    again = (await buildsteps.wait_final("s"))["s"]
+    agents = buildsteps.home("*").parent.parent
+    runs = "".join(f.read_text() for f in agents.glob("*/main/count"))
+
+    assert home != first
+    assert (again["phase"], again["agent"], again["logTail"]) == ("Succeeded", home, "done\n")
+    assert runs == "run\n"
