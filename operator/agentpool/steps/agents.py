@@ -7,13 +7,11 @@ that protocol.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from agentpool.kube.quota import ApiQuota, QuotaRegistry
 from agentpool.model import AgentPoolSpec
 from agentpool.pool.lease import AgentLease
 from agentpool.pool.manager import PoolManager
-from agentpool.steps.context import Lease
+from agentpool.steps.context import Lease, Preference
 
 __all__ = ["ACQUIRE_ROUND", "PoolAgents"]
 
@@ -42,7 +40,7 @@ class PoolAgents:
         build: str,
         *,
         timeout: float | None,  # noqa: ASYNC109
-        prefer: Callable[[], str | None] | None = None,
+        prefer: Preference | None = None,
     ) -> Lease:
         # PoolGone (the pool was deleted meanwhile) fails the attempt as AgentLost.
         return await self._manager.acquire(

@@ -14,7 +14,11 @@ from agentpool.model import AgentPoolSpec
 from agentpool.steps.outcomes import Outcome
 from agentpool.steps.runs import StepRun
 
-__all__ = ["AgentSource", "Lease", "RunnerContext"]
+__all__ = ["AgentSource", "Lease", "Preference", "RunnerContext"]
+
+
+# Asked whenever the pool assigns agents: the agent a build would rather have, if any.
+Preference = Callable[[], str | None]
 
 
 class Lease(Protocol):
@@ -37,7 +41,7 @@ class AgentSource(Protocol):
         build: str,
         *,
         timeout: float | None,  # noqa: ASYNC109
-        prefer: Callable[[], str | None] | None = None,
+        prefer: Preference | None = None,
     ) -> Lease:
         """Lease an agent to `build`; `prefer` names the agent the build ran on before."""
 
