@@ -149,6 +149,10 @@ if [ ! -s "$K" ]; then
 AGENTPOOL_KEEPER
   mv -f "$Q/k" "$K"
 fi
+# No `$(...)` in the pump: bash (5.2) runs a trap that is due while it parses a command
+# substitution being expanded, the trap's own parse breaks that parse ("unexpected EOF while
+# looking for matching `)'") and the error ended the pump's loop: no frame ever again. Counts
+# go through a file and `read` instead.
 pump() {
   trap 'w=1' USR1
   w=0; A=; B=; zi=0
@@ -183,7 +187,8 @@ pump() {
       if [ "$s" = 1 ]; then
         e=; read -r x r 2>/dev/null <"$d/rc" && e=1
         # Most trivial steps print nothing: no `wc` fork for an empty file.
-        n=0; [ -s "$d/out" ] && n=$(($(wc -c 2>/dev/null <"$d/out" || echo 0)))
+        n=0
+        if [ -s "$d/out" ]; then wc -c <"$d/out" >"$Q/n" 2>/dev/null && read -r n <"$Q/n" || n=0; fi
         while [ "$o" -lt "$n" ]; do
           if [ $((o % 65536)) = 0 ]; then
             dd if="$d/out" bs=65536 skip=$((o / 65536)) count=16 2>/dev/null >"$Q/c"
@@ -191,7 +196,7 @@ pump() {
             dd if="$d/out" bs=65536 skip=$((o / 65536)) count=16 2>/dev/null |
               tail -c +$((o % 65536 + 1)) >"$Q/c"
           fi
-          m=$(($(wc -c <"$Q/c")))
+          m=0; wc -c <"$Q/c" >"$Q/n" && read -r m <"$Q/n" || m=0
           [ "$m" -gt 0 ] || break
           printf '%s O %s %s %s\n' "$N" "$i" "$o" "$m" >&3
           cat "$Q/c" >&3
