@@ -428,7 +428,8 @@ class BuildRunner:
 
     def _home_agent(self) -> str | None:
         """The agent this build belongs on: where a step of it still runs (found Running
-        after a restart), else where its latest step ran (its workspace is there)."""
+        after a restart), else where a step of it was placed (perhaps started before a
+        crash), else where its latest step ran (its workspace is there)."""
         for run in self.steps.values():
             if run.recovered_agent is not None:
                 return run.recovered_agent

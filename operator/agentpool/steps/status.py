@@ -113,10 +113,13 @@ class StatusWriter:
     async def written(self, namespace: str, name: str) -> None:
         """Return once the step's updates so far are written (or given up: 404, 422).
 
-        Raises QuotaTimeout when an attempt got no slot of the pool's quota within its queue
-        timeout; the write itself goes on in the background, as every write does.
+        Raises QuotaTimeout when an attempt made after this call got no slot of the pool's
+        quota within its queue timeout; the write itself goes on in the background, as every
+        write does.
         """
         pending = self._pending.get((namespace, name))
+        if pending is not None:
+            pending.starved = None  # an earlier attempt's starvation is not this caller's
         while pending is not None and not pending.done.is_set():
             if pending.starved is not None:
                 raise pending.starved
