@@ -111,6 +111,45 @@ async def test_steps_of_a_deleted_pool_wait_for_it_with_a_reason_and_run_when_it
     assert (after["phase"], after["logTail"]) == ("Succeeded", "behind\n")
 
 
+async def test_a_retry_waiting_for_an_agent_when_its_pool_is_deleted_waits_for_the_pool(
+    operator: Any, objects: Objects, tmp_path: Path
+) -> None:
+    # The order a real deletion may take: the agent pod goes first (garbage collection), the
+    # step's retry waits for an agent, then the pool's own deletion is seen.
+    marker = tmp_path / "first-attempt"
+    script = f"if [ -e {marker} ]; then echo again; else touch {marker}; sleep 30; fi"
+    await objects.pool("fickle", maxAgents=1)
+    await objects.step("s", script, "fickle")
+    agent = (await objects.wait_step("s", "Running"))["agent"]
+    unstartable = {"sandbox.agentpool.dev/profile": "unschedulable"}
+    await objects.api.patch_namespaced_custom_object(
+        kube.GROUP,
+        kube.VERSION,
+        NAMESPACE,
+        kube.AGENTPOOLS,
+        "fickle",
+        {"spec": {"template": {"metadata": {"annotations": unstartable}}}},
+        _content_type="application/merge-patch+json",
+    )
+    await objects.core.delete_namespaced_pod(agent, NAMESPACE)
+    await eventually(
+        lambda: _waiting_builds(operator, "default/fickle"), 20, "the retry to wait for an agent"
+    )
+
+    await objects.delete_pool("fickle")
+    parked = await objects.wait_step("s", "Pending")
+    await objects.pool("fickle")
+    done = await objects.wait_step("s", *FINAL)
+
+    assert (parked["reason"], parked["attempts"]) == ("PoolNotFound", 2)
+    assert (done["phase"], done["logTail"], done["attempts"]) == ("Succeeded", "again\n", 2)
+
+
+async def _waiting_builds(operator: Any, pool: str) -> bool:
+    pools = await operator.call(_describe(operator))
+    return bool((pools.get(pool) or {}).get("waitingBuilds"))
+
+
 async def test_a_pool_asking_for_thousands_of_agents_creates_a_few_at_a_time(
     operator: Any, objects: Objects
 ) -> None:

@@ -244,6 +244,12 @@ class BuildRunner:
             try:
                 result = await self._attempt(run, container, spec)
             except InfrastructureFailure as failure:
+                if not run.submitted and self.ctx.agents.pool_spec(self.pool) is None:
+                    # No agent because the pool went away (its pods may vanish before its
+                    # own deletion is seen): nothing of this attempt ran, so wait for the
+                    # pool instead of failing the step.
+                    await self._release_lease()
+                    raise _PoolDeleted from None
                 if should_retry(failure.failure, run.attempts, run.spec.retries):
                     log.warning(
                         "step %s/%s attempt %d: %s; retrying",
