@@ -35,16 +35,11 @@ class PoolAgents:
         return self._quotas.get(pool)
 
     async def acquire(
-        self,
-        pool: str,
-        build: str,
-        *,
-        timeout: float | None,  # noqa: ASYNC109
-        prefer: Preference | None = None,
+        self, pool: str, build: str, *, within: float | None, prefer: Preference | None = None
     ) -> Lease:
         # PoolGone (the pool was deleted meanwhile) fails the attempt as AgentLost.
         return await self._manager.acquire(
-            pool, build, timeout=ACQUIRE_ROUND if timeout is None else timeout, prefer=prefer
+            pool, build, timeout=ACQUIRE_ROUND if within is None else within, prefer=prefer
         )
 
     async def release(self, lease: Lease, *, delete: bool) -> None:

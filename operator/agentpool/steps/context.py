@@ -36,14 +36,10 @@ class AgentSource(Protocol):
     def pool_spec(self, pool: str) -> AgentPoolSpec | None: ...
     def quota(self, pool: str) -> ApiQuota | None: ...
     async def acquire(
-        self,
-        pool: str,
-        build: str,
-        *,
-        timeout: float | None,  # noqa: ASYNC109
-        prefer: Preference | None = None,
+        self, pool: str, build: str, *, within: float | None, prefer: Preference | None = None
     ) -> Lease:
-        """Lease an agent to `build`; `prefer` names the agent the build ran on before."""
+        """Lease an agent to `build` (raise TimeoutError after `within` seconds; None: wait as
+        long as it takes); `prefer` names the agent the build ran on before."""
 
     async def release(self, lease: Lease, *, delete: bool) -> None: ...
     def notify(self, pool: str) -> None:

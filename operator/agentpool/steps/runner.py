@@ -452,9 +452,16 @@ class BuildRunner:
         await self._release_lease()
         namespace, build = self.queue.key
         while True:
+            if self.ctx.agents.pool_spec(self.pool) is None:
+                # Deleted during an attempt (its agent's session broke first): the caller
+                # parks the build until the pool is back; waiting inside acquire would leave
+                # the step saying Running on an agent that is gone.
+                raise InfrastructureFailure(
+                    Failure.AGENT_LOST, f"AgentPool {self.pool} was deleted"
+                )
             try:
                 self.lease = await self.ctx.agents.acquire(
-                    self.pool, f"{namespace}/{build}", timeout=within, prefer=self._home_agent
+                    self.pool, f"{namespace}/{build}", within=within, prefer=self._home_agent
                 )
                 self.queue.agent = self.lease.pod_name
                 return self.lease

@@ -24,6 +24,7 @@ from agentpool.metrics import Catalogue
 from agentpool.model import AgentPoolSpec, StepPhase
 from agentpool.sandbox import profiles
 from agentpool.sandbox.cluster import Sandbox
+from agentpool.steps.context import Preference
 from agentpool.steps.engine import StepEngine
 from agentpool.steps.outcomes import Outcome
 from agentpool.steps.runs import StepRun
@@ -90,13 +91,9 @@ class StaticAgents:
         return self.quotas.get(pool)
 
     async def acquire(
-        self,
-        pool: str,
-        build: str,
-        *,
-        timeout: float | None,  # noqa: ASYNC109
-        prefer: Callable[[], str | None] | None = None,  # FIFO only: no preference here
+        self, pool: str, build: str, *, within: float | None, prefer: Preference | None = None
     ) -> Lease:
+        # FIFO, no deadline, no preference: enough for the engine's tests.
         async with self.available:
             self.waiters[pool] += 1
             try:
