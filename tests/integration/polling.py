@@ -7,6 +7,7 @@ the test has no event to await.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -14,17 +15,19 @@ T = TypeVar("T")
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T | None]],
+    check: Callable[[], Awaitable[T | None] | T | None],
     within: float = 15.0,
     message: str = "condition",
     interval: float = 0.05,
 ) -> T:
-    """Poll `check` until it returns a truthy value (returned), failing after `within` s."""
+    """Poll `check` (plain or async) until it returns a truthy value (returned), failing
+    after `within` s."""
     last: T | None = None
     try:
         async with asyncio.timeout(within):
             while True:
-                last = await check()
+                result = check()
+                last = await result if inspect.isawaitable(result) else result
                 if last:
                     return last
                 await asyncio.sleep(interval)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import sys
@@ -14,6 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from agentpool.sandbox.reaper import alive
 
 Until = Callable[..., Awaitable[Any]]
 KUBECTL = Path(sys.executable).parent / "kubectl"
@@ -56,16 +57,6 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A killed child of the exited sandbox is reaped by init; a zombie counts as gone.
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split(") ", 1)[1][0] != "Z"
 
 
 async def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:

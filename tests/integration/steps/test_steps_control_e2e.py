@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,19 +9,12 @@ from polling import eventually
 from step_client import BuildSteps
 
 from agentpool.model import SCRIPT_MAX_BYTES
+from agentpool.sandbox.reaper import alive
 
 
 @pytest.fixture
 def sandbox_time_scale() -> float:
     return 0.1
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 async def test_a_step_past_its_timeout_is_killed_and_fails(
@@ -48,11 +40,11 @@ async def test_deleting_a_running_step_kills_it_and_the_build_goes_on(
     running = await buildsteps.wait_phase("long", "Running")
     home = buildsteps.home(running["agent"])
     pid_file = home / "long.pid"
-    await eventually(lambda: _true(pid_file.exists()), 10, "the step's pid file")
+    await eventually(pid_file.exists, 10, "the step's pid file")
     pid = int(pid_file.read_text())
 
     await buildsteps.delete("long")
-    await eventually(lambda: _true(not alive(pid)), 15, "the deleted step's process to end")
+    await eventually(lambda: not alive(pid), 15, "the deleted step's process to end")
     after = (await buildsteps.wait_final("next"))["next"]
 
     assert not (home / "finished").exists()
@@ -116,7 +108,3 @@ async def test_a_step_of_an_unknown_pool_waits_until_the_pool_exists(
     assert pending["reason"] == "PoolNotFound"
     assert "later" in pending["message"]
     assert (early["phase"], early["logTail"]) == ("Succeeded", "early\n")
-
-
-async def _true(value: bool) -> bool:
-    return value
