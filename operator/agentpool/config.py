@@ -48,6 +48,7 @@ class Config:
     connect_timeout: float = 10.0
     batching: bool = True
     build_grace: float = 1.0
+    session_hold: float = 0.2
     image_pull_grace: float = 60.0
     agent_state_dir: str = "/tmp/.agentpool"
     kubeconfig: str | None = None
@@ -70,7 +71,7 @@ class Config:
         ):
             if getattr(self, seconds_field) <= 0:
                 raise ConfigError(_variable(seconds_field), "must be more than zero seconds")
-        for seconds_field in ("build_grace", "image_pull_grace"):
+        for seconds_field in ("build_grace", "session_hold", "image_pull_grace"):
             if getattr(self, seconds_field) < 0:
                 raise ConfigError(_variable(seconds_field), "must not be negative")
         if not self.agent_state_dir.startswith("/"):
@@ -246,6 +247,13 @@ SETTINGS: tuple[Setting, ...] = (
         _parse_seconds,
         "Seconds a finished build keeps its agent, so that a next step of the same build "
         "created just after still lands on it.",
+    ),
+    Setting(
+        "session_hold",
+        _parse_seconds,
+        "Seconds an exec session keeps its API connection once others wait for the pool's "
+        "quota: it runs the build's next steps within this time, and a step still running "
+        "after it gives the connection up and is polled. 0 yields after every step.",
     ),
     Setting(
         "image_pull_grace",

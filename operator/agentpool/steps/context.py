@@ -64,6 +64,8 @@ class RunnerContext:
     metrics: Catalogue
     batching: bool = True
     build_grace: float = 1.0
+    # Once others wait for the quota, a session keeps its slot this long (Config.session_hold).
+    session_hold: float = 0.2
     tail_bytes: int = 4096
     # The agent containers' state dir (their own AGENTPOOL_STATE_DIR wins); None: the default.
     state_dir: str | None = None

@@ -86,6 +86,7 @@ class StepEngine:
             metrics=metrics,
             batching=config.batching,
             build_grace=config.build_grace,
+            session_hold=config.session_hold,
             tail_bytes=config.log_tail_bytes,
             state_dir=config.agent_state_dir,
             event=self._event,

@@ -3,8 +3,9 @@
 Steps of a build run one after another on one leased agent. With batching, one exec session per
 container of that agent carries every step of the build; it holds one slot of the pool's quota
 while open, closes after `sessions.linger` without work, and gives its slot up early when someone
-waits for the quota: between steps by closing, during a long step by dropping the stream and
-polling the step later with a short session that resumes it by offset. Nothing runs twice: a
+waits for the quota, once it has held it for the operator's `session_hold`: between steps by
+closing, during a longer step by dropping the stream and polling the step later with a short
+session that resumes it by offset. Nothing runs twice: a
 step's start is idempotent in the container (the session protocol's `started` marker), so
 resubmitting a step that may have started only watches it.
 """
@@ -34,9 +35,6 @@ log = logging.getLogger(__name__)
 
 # A session that cannot be (re)opened this many times in a row has lost its step.
 MAX_SESSION_FAILURES = 5
-# Once resumed, a session keeps its slot this long before it may yield again, so that a
-# contended quota does not turn polling into a connection storm.
-MIN_HOLD = 0.2
 # How often an idle build looks for builds waiting for an agent of its pool.
 HAND_OVER_POLL = 0.05
 # After a restart, how long a step found Running waits to lease its agent (the pool lists its
@@ -286,7 +284,6 @@ class BuildRunner:
     async def _attempt(self, run: StepRun, container: str, spec: AgentPoolSpec) -> StepResult:
         """Run (or resume) the current attempt until its result; raise InfrastructureFailure."""
         failures = 0
-        hold_until = 0.0
         loop = asyncio.get_running_loop()
         while True:
             namespace, pod, lost = await self._agent_for(run)
@@ -328,7 +325,9 @@ class BuildRunner:
             handle.on_started = lambda _pid: self._started(run)
             if handle.pid is not None:
                 self._started(run)
-            hold_until = loop.time() + MIN_HOLD
+            # Even contended, a step keeps the session for `session_hold` before yielding
+            # mid-step, so that polling does not turn into a connection storm.
+            hold_until = loop.time() + self.ctx.session_hold
             cancel_sent = False
             while True:
                 waits: dict[str, Coroutine[Any, Any, Any]] = {
@@ -351,9 +350,14 @@ class BuildRunner:
                         raise InfrastructureFailure(
                             Failure.SESSION_LOST, f"the agent refused the step: {error}"
                         ) from None
-                    if not self.ctx.batching or quota.has_waiters:
-                        # Without batching a session serves one step; with it, a session
-                        # yields its slot between steps when others wait.
+                    held = loop.time() - opened.opened_at
+                    if not self.ctx.batching or (
+                        quota.has_waiters and held >= self.ctx.session_hold
+                    ):
+                        # Without batching a session serves one step. With it, a session
+                        # yields its slot between steps when others wait, once it has had
+                        # `session_hold`: yielding after every step would make contention
+                        # cost a session per step, the very thing batching saves.
                         await self._sessions.close(pod, container)
                     return result
                 if first == "lost":

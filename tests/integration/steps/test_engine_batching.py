@@ -6,10 +6,12 @@ import asyncio
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from engine_harness import NS, engine_on_sandbox, step_body
+from polling import eventually
 
 from agentpool.config import Config
 
@@ -141,3 +143,68 @@ async def test_step_delivered_late_by_a_starved_loop_still_runs_in_order(tmp_pat
 
     assert {s["phase"] for s in statuses.values()} == {"Succeeded"}
     assert order == ["first", "second"]
+
+
+async def _steps_seen_by_a_quota_waiter(tmp_path: Path, session_hold: float) -> list[Any]:
+    """A build of four steps whose first one runs until a waiter is queued on the pool's quota
+    (the other slot is held all along): which steps had run when the waiter got its slot."""
+    spec = {
+        "apiConnections": {"max": 2, "queueTimeout": "60s"},
+        "sessions": {"pollInterval": "100ms"},
+    }
+    async with engine_on_sandbox(
+        tmp_path, pools={"p": (spec, 1)}, config=Config(build_grace=0.2, session_hold=session_hold)
+    ) as h:
+        quota = h.agents.quota(f"{NS}/p")
+        assert quota is not None
+        holder = await quota.acquire("test", "holder")
+        home = h.home("p-0")
+        gate = f"while [ ! -e {home}/go ]; do sleep 0.02; done"
+        for i in range(4):
+            h.create(
+                step_body(
+                    f"s{i}", f"touch {home}/s{i}; {gate if i == 0 else ''}", order=i, build="b"
+                )
+            )
+        await eventually((home / "s0").exists, 20, "the first step to start")
+
+        async def waiter() -> list[bool]:
+            slot = await quota.acquire("test", "waiter")
+            seen = [(home / f"s{i}").exists() for i in range(4)]
+            quota.release(slot)
+            return seen
+
+        waiting = asyncio.create_task(waiter())
+        # Queued behind the session, or served at once by a session that yielded already.
+        await eventually(
+            lambda: waiting.done() or any(w.target == "waiter" for w in quota.queued()),
+            20,
+            "the waiter to queue",
+        )
+        (home / "go").touch()
+        statuses = await h.wait_final(*(f"s{i}" for i in range(4)), within=60)
+        seen = await waiting
+        quota.release(holder)
+        stats = await h.stats()
+
+    assert {s["phase"] for s in statuses.values()} == {"Succeeded"}
+    opened = stats["exec"]["byPool"][f"{NS}/p"]["opened"]
+    return [*seen, opened]
+
+
+async def test_a_contended_session_keeps_its_connection_for_the_builds_next_steps(
+    tmp_path: Path,
+) -> None:
+    # Others wait for the quota from the first step on; within session_hold the build's
+    # queued steps still run in the session that is open, not one session each.
+    *seen, opened = await _steps_seen_by_a_quota_waiter(tmp_path, session_hold=600.0)
+
+    assert seen == [True, True, True, True]
+    assert opened == 1
+
+
+async def test_with_no_session_hold_a_contended_session_yields_at_once(tmp_path: Path) -> None:
+    *seen, opened = await _steps_seen_by_a_quota_waiter(tmp_path, session_hold=0.0)
+
+    assert seen == [True, False, False, False]
+    assert opened >= 2
