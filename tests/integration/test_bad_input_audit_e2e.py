@@ -209,10 +209,12 @@ async def test_unrunnable_steps_fail_once_with_a_reason_and_good_ones_run(
     await objects.step("nul", "echo a\0b", "p")
     await objects.step("nulenv", "echo $V", "p", env=[{"name": "V", "value": "x\0"}])
     await objects.step("noshell", "echo hi", "p", shell="/bin/nosuchshell")
-    await objects.step("nodir", "pwd", "p", workingDir="no/such/dir")
+    await objects.step("nodir", "echo never", "p", workingDir="/proc/agentpool/no/dir")
+    await objects.step("newdir", "pwd", "p", workingDir="made/for/me")
     await objects.step("good", "echo good", "p")
 
-    steps = {n: await objects.wait_step(n, *FINAL) for n in ("nul", "nulenv", "noshell", "nodir")}
+    names = ("nul", "nulenv", "noshell", "nodir", "newdir")
+    steps = {n: await objects.wait_step(n, *FINAL) for n in names}
     good = await objects.wait_step("good", *FINAL)
 
     assert (good["phase"], good["logTail"]) == ("Succeeded", "good\n")
@@ -224,8 +226,17 @@ async def test_unrunnable_steps_fail_once_with_a_reason_and_good_ones_run(
         assert (steps[name]["phase"], steps[name]["reason"]) == ("Failed", reason)
         assert f"{field}: contains a NUL character" in steps[name]["message"]
         assert reason in await objects.reasons(name)
-    # A script the container cannot start fails on its first attempt, saying why.
-    assert (steps["noshell"]["exitCode"], steps["noshell"]["attempts"]) == (127, 1)
-    assert "/bin/nosuchshell: not found" in steps["noshell"]["logTail"]
-    assert (steps["nodir"]["exitCode"], steps["nodir"]["attempts"]) == (126, 1)
-    assert "cannot enter workingDir no/such/dir" in steps["nodir"]["logTail"]
+    # A script the container cannot start fails on its first attempt, saying why and what to
+    # change, with an Event; a missing workingDir is created, as for a container.
+    setup_cases = (
+        ("noshell", "ShellNotFound", 127, "set spec.shell", "no executable shell /bin/nosuchshell"),
+        ("nodir", "WorkingDirUnavailable", 126, "set spec.workingDir", "/proc/agentpool/no/dir"),
+    )
+    for name, reason, code, fix, log in setup_cases:
+        assert (steps[name]["phase"], steps[name]["reason"]) == ("Failed", reason)
+        assert (steps[name]["exitCode"], steps[name]["attempts"]) == (code, 1)
+        assert fix in steps[name]["message"]
+        assert log in steps[name]["logTail"]
+        assert reason in await objects.reasons(name)
+    assert steps["newdir"]["phase"] == "Succeeded"
+    assert steps["newdir"]["logTail"].endswith("/made/for/me\n")

@@ -23,8 +23,9 @@ In the container every step has a directory `<state>/<step-id>`: `<state>` is th
 `started` (created with noclobber by the step's keeper:
 the idempotent start marker, holding the keeper pid), `launch` and `script`, `out` (stdout and
 stderr merged, in write order), `pid` (the step's process group id), `cancel` (a cancel
-request), `halt` (the keeper is stopping the step: cancel or timeout), `rc`
-(`<exit-code> <reason>`, written atomically by tmp + mv when the step ended).
+request), `halt` (the keeper is stopping the step: cancel or timeout), `setup` (what kept the
+script from starting: `shell` or `workdir`), `rc` (`<exit-code> <reason>`, one short write
+when the step ended; readers wait for it to be non-empty).
 
 A keeper process, detached with `setsid` (util-linux and busybox both have it), starts the step
 in its own session/process group, waits for it and writes `rc`; it also enforces the timeout
@@ -117,6 +118,9 @@ while :; do
 done
 : >"$d/end"
 untime
+# The launcher names what kept the script from starting (see build_launcher).
+[ -z "$r" ] && [ -s "$d/setup" ] && read -r r 2>/dev/null <"$d/setup"
+case $r in exit|timeout|cancelled|shell|workdir) ;; *) r= ;; esac
 echo "$rc ${r:-exit}" >"$d/rc"
 """
 
@@ -328,16 +332,28 @@ def build_launcher(request: StepRequest) -> bytes:
     # signals the keeper, and a launcher acting on it in between ends the step without the
     # keeper knowing why (rc `143 exit`); the keeper alone decides a step was stopped.
     lines = ['[ -e "$1/halt" ] && exit 143']
+    # A setup failure is named in `setup` for the keeper (the step's reason), and explained
+    # in the step's output; the exit code alone could be the script's own.
     if request.working_dir:
+        # Created when missing, as the container runtime does for a container's workingDir.
         wd = _quote(request.working_dir)
         lines.append(
-            f"cd -- {wd} || {{ echo agentpool: cannot enter workingDir {wd} >&2; exit 126; }}"
+            f"{{ [ -d {wd} ] || mkdir -p -- {wd}; }} 2>/dev/null && cd -- {wd} 2>/dev/null || "
+            f"{{ echo agentpool: cannot create or enter workingDir {wd} >&2; "
+            f'echo workdir >"$1/setup"; exit 126; }}'
         )
     for name, value in request.env.items():
         if not ENV_NAME.fullmatch(name):
             raise StepRequestError(f"invalid env name {name!r}")
         lines.append(f"{name}={_quote(value)}; export {name}")
-    lines.append(f'exec {_quote(request.shell or DEFAULT_SHELL)} "$1/script"')
+    shell = _quote(request.shell or DEFAULT_SHELL)
+    # After the env: a shell named without a path is looked up in the step's own PATH.
+    found = f"[ -f {shell} ] && [ -x {shell} ]" if "/" in shell else f"command -v {shell}"
+    lines.append(
+        f"{found} >/dev/null 2>&1 || {{ echo agentpool: no executable shell {shell} in this "
+        f'container >&2; echo shell >"$1/setup"; exit 127; }}'
+    )
+    lines.append(f'exec {shell} "$1/script"')
     # The script bytes follow the launcher in the same file; sh never parses past here.
     lines.append("exit 127")
     return ("\n".join(lines) + "\n").encode()
@@ -411,7 +427,7 @@ class Finished:
     step_id: str
     exit_code: int  # -1 when lost
     total_bytes: int
-    reason: str  # exit | timeout | cancelled | lost
+    reason: str  # exit | timeout | cancelled | lost | shell | workdir (the script never started)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,23 @@ def classify(result: StepResult, run: StepRun) -> Outcome | None:
             f"the step ran longer than its timeout of {run.spec.timeout:g} s and was killed",
             result.exit_code,
         )
+    if result.reason == "shell":
+        return Outcome(
+            StepPhase.FAILED,
+            "ShellNotFound",
+            f"the container has no executable shell {run.spec.shell!r}: set spec.shell to a "
+            f"POSIX shell the image has, such as /bin/sh",
+            result.exit_code,
+        )
+    if result.reason == "workdir":
+        return Outcome(
+            StepPhase.FAILED,
+            "WorkingDirUnavailable",
+            f"the script could not create or enter workingDir {run.spec.working_dir!r} "
+            "(see the step's log): set spec.workingDir to a directory the container's user "
+            "may create or enter",
+            result.exit_code,
+        )
     if result.exit_code == 0:
         return Outcome(StepPhase.SUCCEEDED, "Completed", "the script exited 0", 0)
     return Outcome(

@@ -59,7 +59,7 @@ class StepRejected(Exception):
 @dataclass(frozen=True)
 class StepResult:
     exit_code: int  # -1 when the step's keeper vanished without a result
-    reason: str  # exit | timeout | cancelled | lost
+    reason: str  # exit | timeout | cancelled | lost | shell | workdir
     total_bytes: int
 
 

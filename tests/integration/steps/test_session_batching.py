@@ -74,14 +74,28 @@ async def test_env_working_dir_and_shell(open_session, container) -> None:
     assert handle.tail == f"it's $HOME `x`|line1\nline2|{workdir}".encode()
 
 
-async def test_bad_working_dir_fails_the_step_not_the_session(open_session) -> None:
+async def test_missing_working_dir_is_created(open_session, container) -> None:
     session, _ = await open_session()
+    workdir = container.root / "made" / "for me"
 
-    bad = await session.submit(step("bad", "echo never", working_dir="/nonexistent/dir"))
+    handle = await session.submit(step("mkdir", "pwd", working_dir=str(workdir)))
+
+    assert ((await handle.wait()).exit_code, handle.tail) == (0, f"{workdir}\n".encode())
+
+
+async def test_unusable_working_dir_fails_the_step_not_the_session(open_session, container) -> None:
+    session, _ = await open_session()
+    blocker = container.root / "a file"
+    blocker.write_text("not a directory")
+    marker = container.root / "ran"
+
+    bad = await session.submit(step("bad", f"touch {marker}", working_dir=str(blocker / "sub")))
     good = await session.submit(step("good", "echo fine"))
 
-    assert (await bad.wait()).exit_code == 126
-    assert b"cannot enter workingDir" in bad.tail
+    result = await bad.wait()
+    assert (result.exit_code, result.reason) == (126, "workdir")
+    assert b"cannot create or enter workingDir" in bad.tail
+    assert not marker.exists()
     assert (await good.wait()).exit_code == 0
 
 
@@ -115,6 +129,9 @@ async def test_missing_shell_fails_without_running_the_script_as_sh(
     marker = container.root / "ran"
 
     handle = await session.submit(step("noshell", f"touch {marker}\n", shell="/no/such/shell"))
+    unnamed = await session.submit(step("nopath", f"touch {marker}\n", shell="no-such-shell"))
 
-    assert (await handle.wait()).exit_code == 127
+    for h in (handle, unnamed):
+        assert ((await h.wait()).exit_code, (await h.wait()).reason) == (127, "shell")
+    assert b"no executable shell /no/such/shell in this container" in handle.tail
     assert not marker.exists()
