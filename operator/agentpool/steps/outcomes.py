@@ -32,35 +32,32 @@ def classify(result: StepResult, run: StepRun) -> Outcome | None:
         return Outcome(
             StepPhase.CANCELLED, "Cancelled", "the BuildStep was deleted", result.exit_code
         )
+    failure = _failure(result, run)
+    if failure is None:
+        return Outcome(StepPhase.SUCCEEDED, "Completed", "the script exited 0", 0)
+    reason, message = failure
+    return Outcome(StepPhase.FAILED, reason, message, result.exit_code)
+
+
+def _failure(result: StepResult, run: StepRun) -> tuple[str, str] | None:
+    """Reason and message of a failed attempt; None when the step succeeded."""
+    spec = run.spec
     if result.reason == "timeout":
-        return Outcome(
-            StepPhase.FAILED,
-            "Timeout",
-            f"the step ran longer than its timeout of {run.spec.timeout:g} s and was killed",
-            result.exit_code,
+        return "Timeout", (
+            f"the step ran longer than its timeout of {spec.timeout:g} s and was killed"
         )
+    # The launcher could not start the script: the exit code is not the script's.
     if result.reason == "shell":
-        return Outcome(
-            StepPhase.FAILED,
-            "ShellNotFound",
-            f"the container has no executable shell {run.spec.shell!r}: set spec.shell to a "
-            f"POSIX shell the image has, such as /bin/sh",
-            result.exit_code,
+        return "ShellNotFound", (
+            f"the container has no executable shell {spec.shell!r}: set spec.shell to a POSIX "
+            "shell the image has, such as /bin/sh"
         )
     if result.reason == "workdir":
-        return Outcome(
-            StepPhase.FAILED,
-            "WorkingDirUnavailable",
-            f"the script could not create or enter workingDir {run.spec.working_dir!r} "
-            "(see the step's log): set spec.workingDir to a directory the container's user "
-            "may create or enter",
-            result.exit_code,
+        return "WorkingDirUnavailable", (
+            f"the script could not create or enter workingDir {spec.working_dir!r} (see the "
+            "step's log): set spec.workingDir to a directory the container's user may create "
+            "or enter"
         )
-    if result.exit_code == 0:
-        return Outcome(StepPhase.SUCCEEDED, "Completed", "the script exited 0", 0)
-    return Outcome(
-        StepPhase.FAILED,
-        "ScriptFailed",
-        f"the script exited with code {result.exit_code}",
-        result.exit_code,
-    )
+    if result.exit_code != 0:
+        return "ScriptFailed", f"the script exited with code {result.exit_code}"
+    return None
