@@ -335,10 +335,11 @@ def build_launcher(request: StepRequest) -> bytes:
     # A setup failure is named in `setup` for the keeper (the step's reason), and explained
     # in the step's output; the exit code alone could be the script's own.
     if request.working_dir:
-        # Created when missing, as the container runtime does for a container's workingDir.
+        # Created when missing, as the container runtime does for a container's workingDir;
+        # mkdir's or cd's own complaint stays in the step's output: it says why.
         wd = _quote(request.working_dir)
         lines.append(
-            f"{{ [ -d {wd} ] || mkdir -p -- {wd}; }} 2>/dev/null && cd -- {wd} 2>/dev/null || "
+            f"{{ [ -d {wd} ] || mkdir -p -- {wd}; }} && cd -- {wd} || "
             f"{{ echo agentpool: cannot create or enter workingDir {wd} >&2; "
             f'echo workdir >"$1/setup"; exit 126; }}'
         )

@@ -95,6 +95,7 @@ async def test_unusable_working_dir_fails_the_step_not_the_session(open_session,
     result = await bad.wait()
     assert (result.exit_code, result.reason) == (126, "workdir")
     assert b"cannot create or enter workingDir" in bad.tail
+    assert b"mkdir" in bad.tail  # and why: mkdir's own message
     assert not marker.exists()
     assert (await good.wait()).exit_code == 0
 

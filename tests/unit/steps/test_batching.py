@@ -125,7 +125,7 @@ def test_launcher_quotes_values_and_execs_the_shell() -> None:
 
     launcher = batching.build_launcher(request).decode()
 
-    assert "mkdir -p -- '/w d'; } 2>/dev/null && cd -- '/w d' 2>/dev/null ||" in launcher
+    assert "{ [ -d '/w d' ] || mkdir -p -- '/w d'; } && cd -- '/w d' ||" in launcher
     assert "[ -f '/bin/bash' ] && [ -x '/bin/bash' ] >/dev/null 2>&1 ||" in launcher
     assert "V='a'\\''b $x\n`y`'; export V" in launcher
     assert launcher.endswith("exec '/bin/bash' \"$1/script\"\nexit 127\n")
