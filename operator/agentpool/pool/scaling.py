@@ -244,11 +244,11 @@ def plan(snapshot: PoolSnapshot, now: datetime) -> ScalingPlan:
         create, want, min_idle=min_idle, waiting=waiting, supply=supply, max_agents=max_agents
     )
     if s.creation_burst is not None:
-        burst = max(0, max(1, s.creation_burst) - s.pending_creations)
-        if create > burst:
-            create = burst
+        burst = max(1, s.creation_burst)
+        if create > burst - s.pending_creations:
+            create = max(0, burst - s.pending_creations)
             create_reason = (
-                f"creating {create} of {want} wanted: at most {max(1, s.creation_burst)} "
+                f"creating {create} of {want} wanted: at most {burst} "
                 "agent pod creations at a time; the rest follow as these complete"
             )
     if s.hold_creations_until is not None and _aware(s.hold_creations_until) > now:

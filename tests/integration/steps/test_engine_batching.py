@@ -6,7 +6,6 @@ import asyncio
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -145,9 +144,12 @@ async def test_step_delivered_late_by_a_starved_loop_still_runs_in_order(tmp_pat
     assert order == ["first", "second"]
 
 
-async def _steps_seen_by_a_quota_waiter(tmp_path: Path, session_hold: float) -> list[Any]:
+async def _steps_seen_by_a_quota_waiter(
+    tmp_path: Path, session_hold: float
+) -> tuple[list[bool], int]:
     """A build of four steps whose first one runs until a waiter is queued on the pool's quota
-    (the other slot is held all along): which steps had run when the waiter got its slot."""
+    (the other slot is held all along): which steps had run when the waiter got its slot, and
+    the exec sessions the build opened."""
     spec = {
         "apiConnections": {"max": 2, "queueTimeout": "60s"},
         "sessions": {"pollInterval": "100ms"},
@@ -189,7 +191,7 @@ async def _steps_seen_by_a_quota_waiter(tmp_path: Path, session_hold: float) -> 
 
     assert {s["phase"] for s in statuses.values()} == {"Succeeded"}
     opened = stats["exec"]["byPool"][f"{NS}/p"]["opened"]
-    return [*seen, opened]
+    return seen, opened
 
 
 async def test_a_contended_session_keeps_its_connection_for_the_builds_next_steps(
@@ -197,14 +199,14 @@ async def test_a_contended_session_keeps_its_connection_for_the_builds_next_step
 ) -> None:
     # Others wait for the quota from the first step on; within session_hold the build's
     # queued steps still run in the session that is open, not one session each.
-    *seen, opened = await _steps_seen_by_a_quota_waiter(tmp_path, session_hold=600.0)
+    seen, opened = await _steps_seen_by_a_quota_waiter(tmp_path, session_hold=600.0)
 
     assert seen == [True, True, True, True]
     assert opened == 1
 
 
 async def test_with_no_session_hold_a_contended_session_yields_at_once(tmp_path: Path) -> None:
-    *seen, opened = await _steps_seen_by_a_quota_waiter(tmp_path, session_hold=0.0)
+    seen, opened = await _steps_seen_by_a_quota_waiter(tmp_path, session_hold=0.0)
 
     assert seen == [True, False, False, False]
     assert opened >= 2
