@@ -26,6 +26,8 @@ from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api
 from kubernetes_asyncio.stream import WsApiClient
 from kubernetes_asyncio.stream.ws_client import get_websocket_url
 
+from agentpool.kube.backoff import retry_after_seconds
+
 __all__ = [
     "EXEC_PROTOCOLS",
     "ExecApiClient",
@@ -67,11 +69,21 @@ class ExecError(Exception):
 class ExecConnectError(ExecError):
     """The WebSocket upgrade failed (HTTP error, refused connection, no subprotocol)."""
 
-    def __init__(self, message: str, *, status: int, reason: str, body_message: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        reason: str,
+        body_message: str,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
         self.body_message = body_message
+        # The server's Retry-After (429/503): throttling, to be waited out, never agent loss.
+        self.retry_after = retry_after
 
 
 class ExecDropped(ExecError):
@@ -433,6 +445,7 @@ async def open_exec(
             status=error.status,
             reason=reason,
             body_message=body_message,
+            retry_after=retry_after_seconds(error.headers),
         ) from error
     except (aiohttp.ClientError, OSError) as error:
         raise ExecConnectError(

@@ -133,11 +133,12 @@ async def test_injected_error_on_upgrade_is_a_connect_error(
     sandbox: Sandbox, clients: kube.KubeClients
 ) -> None:
     await running_agent(clients.api, "agent-1")
-    faults = {"errors": [{"code": 503, "rate": 1, "verbs": ["exec"]}]}
+    faults = {"errors": [{"code": 503, "rate": 1, "verbs": ["exec"], "retryAfterSeconds": 2}]}
     await sandbox_json(sandbox, "/sandbox/v1/faults", put=faults)
     with pytest.raises(ExecConnectError) as caught:
         await open_exec(clients.exec, NS, "agent-1", "agent", ["true"])
     assert caught.value.status == 503
+    assert caught.value.retry_after == 2.0  # the server's Retry-After, kept for the back-off
 
 
 async def test_quota_caps_the_pools_concurrent_connections(
