@@ -10,7 +10,14 @@ JSON shape (every field optional; PUT replaces the whole document)::
      "seed": 42}
 
 Empty `verbs`/`resources` match everything; a resource filter `pods` also matches its
-subresources (`pods/exec`), `pods/exec` only that one. The first matching rule wins.
+subresources (`pods/exec`), `pods/exec` only that one.
+
+Latency: the first rule whose verbs match applies.
+
+Errors: every rule that matches the request draws in turn, in document order, and the first
+one that fires answers the request; a rule that draws "no error" passes the request on to the
+next matching rule. So `[{"code": 500, "rate": 0.2}, {"code": 429, "rate": 0.1}]` answers 500
+with probability 0.2, 429 with probability 0.8 * 0.1 = 0.08, and serves the rest.
 """
 
 from __future__ import annotations
@@ -139,10 +146,14 @@ class Faults:
         return 0.0
 
     def error(self, verb: str, resource: str | None, rng: random.Random) -> ErrorRule | None:
-        """The error to answer with instead of serving, if a rule fires."""
+        """The error to answer with instead of serving: the first matching rule that fires.
+
+        Each matching rule draws once, in order, until one fires; rules that do not match the
+        verb and resource draw nothing, so they do not change the random sequence.
+        """
         for rule in self.errors:
-            if rule.matches(verb, resource):
-                return rule if rng.random() < rule.rate else None
+            if rule.matches(verb, resource) and rng.random() < rule.rate:
+                return rule
         return None
 
     def watch_timeout(self, requested: int | None) -> int | None:

@@ -81,3 +81,42 @@ def test_429_status_carries_retry_after() -> None:
 
     assert (status["code"], status["reason"]) == (429, "TooManyRequests")
     assert status["details"]["retryAfterSeconds"] == 7
+
+
+def test_a_rule_that_does_not_fire_hands_the_request_to_the_next_one() -> None:
+    """Mixed rules: each matching rule draws in turn, the first that fires wins."""
+    faults = Faults.from_json({"errors": [{"code": 500, "rate": 0.2}, {"code": 429, "rate": 0.1}]})
+    rng = random.Random(1234)
+    draws = 20_000
+
+    codes = [
+        rule.code if (rule := faults.error("get", "pods", rng)) else None for _ in range(draws)
+    ]
+
+    assert codes.count(500) / draws == pytest.approx(0.2, abs=0.015)
+    assert codes.count(429) / draws == pytest.approx(0.8 * 0.1, abs=0.01)
+    assert codes.count(None) / draws == pytest.approx(0.8 * 0.9, abs=0.015)
+
+
+def test_draws_follow_the_seeded_sequence_rule_by_rule() -> None:
+    """A rule that does not match draws nothing; a matching one draws exactly once."""
+    faults = Faults.from_json(
+        {
+            "errors": [
+                {"code": 503, "rate": 1, "verbs": ["create"]},
+                {"code": 500, "rate": 0.5},
+                {"code": 429, "rate": 0.5},
+            ]
+        }
+    )
+    rng, expected = random.Random(7), random.Random(7)
+
+    for _ in range(200):
+        got = faults.error("get", "pods", rng)
+        first = expected.random()
+        if first < 0.5:
+            assert got is not None and got.code == 500
+        elif expected.random() < 0.5:
+            assert got is not None and got.code == 429
+        else:
+            assert got is None
