@@ -23,6 +23,7 @@ from functools import cache
 from typing import Any
 
 from agentpool.sandbox.definitions import BUILTIN_KINDS, REF_PREFIX, definitions, referenced
+from agentpool.sandbox.openapi_protobuf import encode_document
 
 Schema = dict[str, Any]
 
@@ -54,6 +55,13 @@ _SCALAR_OVERRIDES: dict[str, Schema] = {
         "description": "Patch is provided to give a concrete name and type to the patch body.",
         "type": "object",
     },
+}
+
+_BEARER_TOKEN: Schema = {
+    "type": "apiKey",
+    "in": "header",
+    "name": "authorization",
+    "description": "Bearer Token authentication",
 }
 
 _BUILTIN_PATCH_TYPES = (
@@ -109,6 +117,8 @@ class OpenApi:
         self._crds_provider = crds_provider
         # group-version path -> (fingerprint of its CRDs, document, digest)
         self._custom_cache: dict[str, tuple[str, dict[str, Any], str]] = {}
+        # (fingerprint of the CRDs, the v2 document as protobuf)
+        self._v2_protobuf: tuple[str, bytes] | None = None
 
     # -- v3 ------------------------------------------------------------------------------
 
@@ -143,8 +153,18 @@ class OpenApi:
 
     # -- v2 ------------------------------------------------------------------------------
 
+    def v2_protobuf(self) -> bytes:
+        """The v2 document as gnostic protobuf, re-encoded only when the CRDs change."""
+        fingerprint = json.dumps(
+            [(c.get("spec"), c.get("metadata", {}).get("name")) for c in self._crds()],
+            sort_keys=True,
+        )
+        if self._v2_protobuf is None or self._v2_protobuf[0] != fingerprint:
+            self._v2_protobuf = (fingerprint, encode_document(self.v2_document()))
+        return self._v2_protobuf[1]
+
     def v2_document(self) -> dict[str, Any]:
-        """Swagger 2.0 with every built-in definition and the CRD schemas (JSON only)."""
+        """Swagger 2.0 with every built-in definition and the CRD schemas."""
         # Shallow copies: the cached built-in parts are shared and never mutated.
         definitions_v2 = dict(_builtin_v2_definitions())
         paths = dict(_builtin_v2_paths())
@@ -160,6 +180,8 @@ class OpenApi:
             "info": {"title": "Kubernetes", "version": "v1.37.0"},
             "paths": paths,
             "definitions": definitions_v2,
+            "securityDefinitions": {"BearerToken": _BEARER_TOKEN},
+            "security": [{"BearerToken": []}],
         }
 
     # -- custom resources ----------------------------------------------------------------
@@ -261,14 +283,7 @@ def _v3_document(paths: dict[str, Any], components: dict[str, Schema]) -> dict[s
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {
-                "BearerToken": {
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": "authorization",
-                    "description": "Bearer Token authentication",
-                }
-            },
+            "securitySchemes": {"BearerToken": _BEARER_TOKEN},
         },
     }
 
@@ -413,12 +428,32 @@ _V2_DROPPED = ("nullable", "anyOf", "oneOf", "allOf", "not", "x-kubernetes-valid
 
 
 def _strip_for_v2(schema: Any) -> Any:
-    # Swagger 2.0 has no nullable or unions; apiextensions drops them from the v2 document.
+    """What apiextensions' `ToStructuralOpenAPIV2` makes of a CRD schema for Swagger 2.0.
+
+    No unions or `nullable`; a nullable or unknown-fields-preserving node loses `properties`
+    and `items` (a nullable one also its `type`), so kubectl's client-side validation cannot
+    reject what the server keeps; an array left without `items` loses its `type`; nullable
+    properties are no longer `required`.
+    """
     if isinstance(schema, list):
         return [_strip_for_v2(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    return {k: _strip_for_v2(v) for k, v in schema.items() if k not in _V2_DROPPED}
+    out = {k: _strip_for_v2(v) for k, v in schema.items() if k not in _V2_DROPPED}
+    if schema.get("nullable") is True or schema.get("x-kubernetes-preserve-unknown-fields"):
+        out.pop("properties", None)
+        out.pop("items", None)
+        if schema.get("nullable") is True:
+            out.pop("type", None)
+    if out.get("type") == "array" and "items" not in out:
+        out.pop("type")
+    properties = schema.get("properties")
+    if isinstance(properties, dict) and isinstance(out.get("required"), list):
+        nullable = {n for n, p in properties.items() if isinstance(p, dict) and p.get("nullable")}
+        out["required"] = [r for r in out["required"] if r not in nullable]
+        if not out["required"]:
+            del out["required"]
+    return out
 
 
 def _list_schema(served: ServedKind, *, v2: bool) -> Schema:

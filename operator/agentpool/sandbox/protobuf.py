@@ -102,7 +102,7 @@ def _varint(data: bytes, position: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(data: bytes) -> list[tuple[int, int | bytes]]:
+def fields(data: bytes) -> list[tuple[int, int | bytes]]:
     """(field number, value) pairs: ints for varints, bytes for length-delimited fields."""
     fields: list[tuple[int, int | bytes]] = []
     position = 0
@@ -142,12 +142,12 @@ def _scalar(kind: str, value: int | bytes) -> Any:
 def decode_message(data: bytes, table_name: str) -> dict[str, Any]:
     table = TABLES[table_name]
     result: dict[str, Any] = {}
-    for number, value in _fields(data):
+    for number, value in fields(data):
         if number not in table:
             continue  # fields the sandbox ignores anyway (timestamps, managedFields)
         name, kind = table[number]
         if kind.startswith("map:"):
-            entry = dict(_fields(value if isinstance(value, bytes) else b""))
+            entry = dict(fields(value if isinstance(value, bytes) else b""))
             key = _scalar("string", entry.get(1, b""))
             result.setdefault(name, {})[key] = _scalar(kind[4:], entry.get(2, b""))
         elif kind.startswith("list:"):

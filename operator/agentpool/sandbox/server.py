@@ -7,7 +7,7 @@ import contextlib
 import importlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,10 @@ from aiohttp import web
 
 from agentpool.sandbox import discovery, errors, patching, protobuf, tables
 from agentpool.sandbox.errors import ApiError
+from agentpool.sandbox.openapi_protobuf import MEDIA_TYPE as OPENAPI_V2_PROTOBUF
+from agentpool.sandbox.openapi_protobuf import (
+    MEDIA_TYPE_DEPRECATED as OPENAPI_V2_PROTOBUF_DEPRECATED,
+)
 from agentpool.sandbox.resources import ResourceType
 from agentpool.sandbox.selectors import (
     FieldRequirement,
@@ -83,29 +87,42 @@ def _quality(params: list[str]) -> float:
     return 1.0
 
 
-def json_acceptable(accept: str) -> bool:
-    """Whether an `Accept` header admits JSON, negotiated as the OpenAPI handlers do.
+def negotiate(accept: str, offers: Sequence[str]) -> str | None:
+    """The offered media type an `Accept` header picks, as kube-openapi's handlers choose.
 
-    Kubernetes serves OpenAPI as JSON or protobuf and answers 406 when the client accepts
-    neither. The sandbox has JSON only: a client that asks for protobuf alone (client-go's
-    `OpenAPISchema`) must get 406, not JSON it would then fail to parse as protobuf.
+    Clauses are tried from the highest quality down (the more specific first among equals, as
+    goautoneg sorts them), and the first offer a clause matches wins; `*` matches any type or
+    subtype. No header means `*/*`; None means 406.
     """
-    if not accept.strip():
-        return True
-    for clause in accept.split(","):
+    clauses: list[tuple[float, int, int, str, str]] = []
+    for index, clause in enumerate((accept.strip() or "*/*").split(",")):
         media, *params = clause.split(";")
         kind, _, sub = media.strip().lower().partition("/")
-        if kind in ("application", "*") and sub in ("json", "*") and _quality(params) > 0:
-            return True
-    return False
+        quality = _quality(params)
+        if not kind or quality <= 0:
+            continue
+        specificity = (kind != "*") + (sub != "*")
+        clauses.append((-quality, -specificity, index, kind, sub or "*"))
+    for _, _, _, kind, sub in sorted(clauses):
+        for offer in offers:
+            offer_kind, _, offer_sub = offer.partition("/")
+            if kind in ("*", offer_kind) and sub in ("*", offer_sub.lower()):
+                return offer
+    return None
 
 
-def _not_acceptable(request: web.Request) -> web.Response | None:
-    if json_acceptable(request.headers.get("Accept", "")):
-        return None
+def json_acceptable(accept: str) -> bool:
+    """Whether an `Accept` header admits JSON (an OpenAPI v3 document is JSON only here)."""
+    return negotiate(accept, (JSON_TYPE,)) is not None
+
+
+def _not_acceptable(offers: Sequence[str]) -> web.Response:
     # Worded like the API server's own content negotiation failure.
-    message = "only the following media types are accepted: application/json"
+    message = f"only the following media types are accepted: {', '.join(offers)}"
     return error_response(ApiError(406, "NotAcceptable", message))
+
+
+_OPENAPI_V2_TYPES = (JSON_TYPE, OPENAPI_V2_PROTOBUF, OPENAPI_V2_PROTOBUF_DEPRECATED)
 
 
 def _with_version(rtype: ResourceType, obj: Obj) -> Obj:
@@ -171,24 +188,33 @@ class ApiServer:
         return items
 
     async def openapi_v2(self, request: web.Request) -> web.Response:
-        if refused := _not_acceptable(request):
-            return refused
+        chosen = negotiate(request.headers.get("Accept", ""), _OPENAPI_V2_TYPES)
+        if chosen is None:
+            return _not_acceptable(_OPENAPI_V2_TYPES)
         try:
-            return respond(self._openapi_model().v2_document())
+            model = self._openapi_model()
+            if chosen == JSON_TYPE:
+                response = respond(model.v2_document())
+            else:
+                # Both protobuf spellings are answered with the current one, as kube-openapi does.
+                response = web.Response(body=model.v2_protobuf())
+                response.headers["Content-Type"] = OPENAPI_V2_PROTOBUF
         except ApiError as exc:
             return error_response(exc)
+        response.headers["Vary"] = "Accept"
+        return response
 
     async def openapi_v3_index(self, request: web.Request) -> web.Response:
-        if refused := _not_acceptable(request):
-            return refused
+        if not json_acceptable(request.headers.get("Accept", "")):
+            return _not_acceptable((JSON_TYPE,))
         try:
             return respond(self._openapi_model().v3_index())
         except ApiError as exc:
             return error_response(exc)
 
     async def openapi_v3(self, request: web.Request) -> web.Response:
-        if refused := _not_acceptable(request):
-            return refused
+        if not json_acceptable(request.headers.get("Accept", "")):
+            return _not_acceptable((JSON_TYPE,))
         try:
             document = self._openapi_model().v3_document(request.match_info["path"])
         except ApiError as exc:

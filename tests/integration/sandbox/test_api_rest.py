@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from agentpool.sandbox.cluster import Sandbox
+from agentpool.sandbox.protobuf import fields as protobuf_fields
 
 ROOT = Path(__file__).resolve().parents[3]
 POOLS = "/apis/agentpool.dev/v1alpha1/namespaces/default/agentpools"
@@ -59,17 +60,38 @@ async def test_version_and_health(http: aiohttp.ClientSession) -> None:
     assert (status, version["major"], ready) == (200, "1", "ok")
 
 
-OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+# What client-go's OpenAPISchema() asks for; the answer carries the spelling above.
+OPENAPI_V2_PROTOBUF_AT = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
 
 
-async def test_openapi_v2_for_protobuf_only_is_not_acceptable(http: aiohttp.ClientSession) -> None:
-    status, body = await call(http, "GET", "/openapi/v2", headers={"Accept": OPENAPI_V2_PROTOBUF})
+@pytest.mark.parametrize(
+    "accept", [OPENAPI_V2_PROTOBUF_AT, OPENAPI_V2_PROTOBUF, f"{OPENAPI_V2_PROTOBUF_AT}, */*"]
+)
+async def test_openapi_v2_as_gnostic_protobuf(http: aiohttp.ClientSession, accept: str) -> None:
+    async with http.get("/openapi/v2", headers={"Accept": accept}) as response:
+        body = await response.read()
+        content_type = response.headers["Content-Type"]
+
+    fields = dict(protobuf_fields(body))  # openapi.v2.Document
+    assert (response.status, content_type) == (200, OPENAPI_V2_PROTOBUF)
+    assert fields[1] == b"2.0"  # swagger
+    assert b"io.k8s.api.core.v1.Pod" in fields[9]  # definitions
+    assert b"dev.agentpool.v1alpha1.AgentPool" in fields[9]
+
+
+async def test_openapi_v2_without_json_or_protobuf_is_not_acceptable(
+    http: aiohttp.ClientSession,
+) -> None:
+    status, body = await call(http, "GET", "/openapi/v2", headers={"Accept": "application/yaml"})
 
     assert (status, body["reason"]) == (406, "NotAcceptable")
 
 
-@pytest.mark.parametrize("accept", ["application/json, */*", f"{OPENAPI_V2_PROTOBUF}, */*", ""])
-async def test_openapi_v2_is_json_when_json_is_acceptable(
+@pytest.mark.parametrize(
+    "accept", ["application/json, */*", f"{OPENAPI_V2_PROTOBUF};q=0.5, application/json", ""]
+)
+async def test_openapi_v2_is_json_when_json_is_preferred(
     http: aiohttp.ClientSession, accept: str
 ) -> None:
     status, body = await call(http, "GET", "/openapi/v2", headers={"Accept": accept})

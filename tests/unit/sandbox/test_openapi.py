@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -19,8 +21,11 @@ from aiohttp import web
 from agentpool.sandbox.definitions import PatchMeta, patch_merge_keys
 from agentpool.sandbox.openapi import OpenApi, custom_component_name
 from agentpool.sandbox.openapi import group_version_path as openapi_path
+from agentpool.sandbox.openapi_protobuf import MEDIA_TYPE as V2_PROTOBUF
+from agentpool.sandbox.openapi_protobuf import MEDIA_TYPE_DEPRECATED as V2_PROTOBUF_AT
+from agentpool.sandbox.openapi_protobuf import encode_document
 from agentpool.sandbox.resources import BUILTINS
-from agentpool.sandbox.server import json_acceptable
+from agentpool.sandbox.server import json_acceptable, negotiate
 
 ROOT = Path(__file__).resolve().parents[3]
 CORE = "api/v1"
@@ -350,3 +355,116 @@ def test_patch_merge_keys_for_strategic_merge() -> None:
 )
 def test_openapi_is_served_only_when_json_is_acceptable(accept: str, acceptable: bool) -> None:
     assert json_acceptable(accept) is acceptable
+
+
+@pytest.mark.parametrize(
+    ("accept", "chosen"),
+    [
+        ("", "application/json"),
+        ("*/*", "application/json"),
+        (V2_PROTOBUF_AT, V2_PROTOBUF),
+        (f"{V2_PROTOBUF_AT}, */*", V2_PROTOBUF),
+        (f"*/*, {V2_PROTOBUF_AT}", V2_PROTOBUF),  # the more specific clause first
+        (f"{V2_PROTOBUF};q=0.5, application/json", "application/json"),
+        ("application/yaml", None),
+        ("application/json;q=0", None),
+    ],
+)
+def test_openapi_v2_negotiation_follows_kube_openapi(accept: str, chosen: str | None) -> None:
+    offers = ("application/json", V2_PROTOBUF, V2_PROTOBUF_AT)
+
+    picked = negotiate(accept, offers)
+
+    # Both protobuf spellings are answered with the same media type.
+    assert (V2_PROTOBUF if picked == V2_PROTOBUF_AT else picked) == chosen
+
+
+Message = dict[int, list[Any]]
+
+
+def message(data: bytes) -> Message:
+    """A protobuf message as {field number: [values]}: ints, doubles (fixed64) or bytes."""
+    decoded: Message = {}
+    position = 0
+
+    def varint() -> int:
+        nonlocal position
+        result = shift = 0
+        while True:
+            byte = data[position]
+            position += 1
+            result |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return result
+
+    while position < len(data):
+        key = varint()
+        number, wire = key >> 3, key & 7
+        value: Any
+        if wire == 0:
+            value = varint()
+        elif wire == 1:
+            value = struct.unpack("<d", data[position : position + 8])[0]
+            position += 8
+        else:
+            assert wire == 2, wire
+            length = varint()
+            value = data[position : position + length]
+            position += length
+        decoded.setdefault(number, []).append(value)
+    return decoded
+
+
+def named(entries: list[Any]) -> dict[str, Message]:
+    """gnostic's ordered maps (`Named*{name = 1, value = 2}`), values decoded."""
+    out = {}
+    for entry in entries:
+        fields = message(entry)
+        out[fields[1][0].decode()] = message(fields.get(2, [b""])[0])
+    return out
+
+
+def test_v2_protobuf_encodes_schemas_as_gnostic_does() -> None:
+    document = {
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": "v1.37.0"},
+        "paths": {
+            "/api/v1/namespaces/{namespace}/widgets": {
+                "get": {"operationId": "listWidgets", "responses": {"200": {"description": "OK"}}},
+                "parameters": [
+                    {"name": "namespace", "in": "path", "required": True, "type": "string"}
+                ],
+            }
+        },
+        "definitions": {
+            "Widget": {
+                "type": "object",
+                "required": ["spec"],
+                "properties": {
+                    "spec": {"type": "object", "additionalProperties": False},
+                    "tags": {"type": "array", "items": {"type": "string"}},
+                    "size": {"type": "integer", "minimum": -1, "maximum": 2.5},
+                },
+                "x-kubernetes-group-version-kind": [{"group": "", "kind": "W", "version": "v1"}],
+            }
+        },
+    }
+
+    doc = message(encode_document(document))
+    widget = named(message(doc[9][0])[1])["Widget"]
+    properties = named(message(widget[25][0])[1])
+    spec, tags, size = properties["spec"], properties["tags"], properties["size"]
+    extension = named(widget[31])["x-kubernetes-group-version-kind"]
+    path = named(message(doc[8][0])[2])["/api/v1/namespaces/{namespace}/widgets"]
+    path_parameter = message(message(message(path[9][0])[1][0])[2][0])[4][0]
+
+    assert doc[1] == [b"2.0"]
+    assert message(widget[22][0]) == {1: [b"object"]}
+    assert widget[19] == [b"spec"]
+    assert message(spec[21][0]) == {2: [0]}  # additionalProperties: false is written
+    assert message(message(tags[23][0])[1][0])[22] == [b"\n\x06string"]
+    assert (size[9], size[7]) == ([-1.0], [2.5])
+    assert json.loads(extension[2][0]) == [{"group": "", "kind": "W", "version": "v1"}]
+    assert message(path[2][0])[5] == [b"listWidgets"]
+    assert message(path_parameter)[4] == [b"namespace"]
