@@ -42,7 +42,8 @@ class Config:
     peering_name: str = "agentpool"
     log_tail_bytes: int = 4096
     log_format: LogFormat = LogFormat.PLAIN
-    watch_server_timeout: float = 300.0
+    # Whole seconds: it travels as the watch's `timeoutSeconds`, an integer in the API.
+    watch_server_timeout: int = 300
     # Longer than the server timeout so that the server ends a quiet watch, not the client.
     watch_client_timeout: float = 330.0
     connect_timeout: float = 10.0
@@ -71,6 +72,8 @@ class Config:
         ):
             if getattr(self, seconds_field) <= 0:
                 raise ConfigError(_variable(seconds_field), "must be more than zero seconds")
+        if not float(self.watch_server_timeout).is_integer():
+            raise ConfigError(_variable("watch_server_timeout"), "must be whole seconds")
         for seconds_field in ("build_grace", "session_hold", "image_pull_grace"):
             if getattr(self, seconds_field) < 0:
                 raise ConfigError(_variable(seconds_field), "must not be negative")
@@ -106,6 +109,16 @@ def _parse_int(variable: str, raw: str) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(variable, f"{raw!r} is not an integer") from None
+
+
+def _parse_whole_seconds(variable: str, raw: str) -> int:
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ConfigError(variable, f"{raw!r} is not a number of seconds") from None
+    if not seconds.is_integer():
+        raise ConfigError(variable, f"{raw!r} is not a whole number of seconds")
+    return int(seconds)
 
 
 def _parse_seconds(variable: str, raw: str) -> float:
@@ -221,7 +234,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_format", _parse_log_format, "Operator log format: plain or json."),
     Setting(
         "watch_server_timeout",
-        _parse_seconds,
+        _parse_whole_seconds,
         "Seconds after which the API server ends a watch request (the operator then resumes it).",
     ),
     Setting(

@@ -27,7 +27,9 @@ registry = kopf.OperatorRegistry()
 @kopf.on.startup(id="agentpool-startup", registry=registry)
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: Config = memo.config
-    settings.watching.server_timeout = config.watch_server_timeout
+    # The API server takes whole seconds: kopf sends the value as it is, and a float goes out
+    # as `timeoutSeconds=300.0`, which a real API server refuses to parse.
+    settings.watching.server_timeout = int(config.watch_server_timeout)
     settings.watching.client_timeout = config.watch_client_timeout
     settings.watching.connect_timeout = config.connect_timeout
     settings.networking.connect_timeout = config.connect_timeout

@@ -57,7 +57,7 @@ def test_reads_every_variable() -> None:
         peering_name="ci-peering",
         log_tail_bytes=100,
         log_format=LogFormat.JSON,
-        watch_server_timeout=60.0,
+        watch_server_timeout=60,
         watch_client_timeout=90.5,
         connect_timeout=3.0,
         batching=False,
@@ -129,3 +129,13 @@ def test_configuration_doc_has_the_current_table() -> None:
     doc = (ROOT / "docs" / "configuration.md").read_text()
 
     assert render_settings_table() in doc
+
+
+def test_watch_server_timeout_is_whole_seconds_as_the_api_takes_it() -> None:
+    config = Config.from_env({"AGENTPOOL_WATCH_SERVER_TIMEOUT": "120"})
+    assert (config.watch_server_timeout, type(config.watch_server_timeout)) == (120, int)
+    assert Config.from_env({"AGENTPOOL_WATCH_SERVER_TIMEOUT": "60.0"}).watch_server_timeout == 60
+    with pytest.raises(ConfigError, match=r"AGENTPOOL_WATCH_SERVER_TIMEOUT.*whole number"):
+        Config.from_env({"AGENTPOOL_WATCH_SERVER_TIMEOUT": "0.5"})
+    with pytest.raises(ConfigError, match="whole seconds"):
+        Config(watch_server_timeout=1.5)  # type: ignore[arg-type]
