@@ -8,6 +8,12 @@ finished API calls and by the next moment a timed rule can fire; it never polls.
 
 Builds lease started agents with `PoolManager.acquire` / `release`. A leased agent is
 busy: the plan never deletes it, and its lease's `lost` event fires when it dies.
+
+Every API call that fails is retried with the shared back-off (`kube.backoff`), one tracker
+per pool and kind of call (`FailureSeries`: creations, deletions, the pod list, the pass
+itself). A failed creation holds further creations (`hold_creations_until`) and, while it
+lasts, creations go one at a time; a failed deletion holds deletions. Humans hear of a
+failure once, then at most once per `failure_report_interval` with the count.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import collections
 import contextlib
 import json
 import logging
+import random
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +34,13 @@ from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from agentpool.kube import client as kube
+from agentpool.kube.backoff import (
+    Backoff,
+    BackoffPolicy,
+    is_retryable,
+    is_throttled,
+    retry_after_seconds,
+)
 from agentpool.kube.events import NORMAL, WARNING, EventRecorder, ObjectRef
 from agentpool.kube.quota import ApiQuota, QuotaRegistry, QuotaTimeout
 from agentpool.metrics import METRICS, Catalogue
@@ -42,9 +57,9 @@ from agentpool.pool.lease import AgentLease, LeaseTimeout, PoolGone
 from agentpool.pool.publisher import StatusWriter
 from agentpool.pool.readiness import AgentState
 from agentpool.pool.settings import ControllerSettings
-from agentpool.pool.status import launch_failures, with_conditions
+from agentpool.pool.status import creation_failures, launch_failures, with_conditions
 
-__all__ = ["PoolController"]
+__all__ = ["ApiFailure", "FailureSeries", "PoolController", "Report"]
 
 _log = logging.getLogger(__name__)
 
@@ -79,6 +94,106 @@ def _parse_time(value: object) -> datetime | None:
 def _earliest(*moments: datetime | None) -> datetime | None:
     present = [m for m in moments if m is not None]
     return min(present) if present else None
+
+
+@dataclass(frozen=True)
+class ApiFailure:
+    """A failed API call, as the back-off and the reports need it.
+
+    ``status``: the HTTP status, None when no answer came (network failure, or no quota slot
+    in time). ``message``: what the API server said (its Status reason and message).
+    ``retry_after``: the server's Retry-After on 429/503, a floor of the back-off.
+    """
+
+    status: int | None
+    message: str
+    retry_after: float | None = None
+
+    @property
+    def throttled(self) -> bool:
+        return is_throttled(self.status)
+
+    @property
+    def retryable(self) -> bool:
+        return is_retryable(self.status)
+
+    @classmethod
+    def of(cls, error: BaseException) -> ApiFailure:
+        if isinstance(error, ApiException):
+            status = error.status or None
+            retry_after = retry_after_seconds(error.headers) if is_throttled(status) else None
+            return cls(status, _api_status_text(error), retry_after)
+        if isinstance(error, QuotaTimeout):
+            return cls(None, str(error))
+        return cls(None, f"{type(error).__name__}: {error}" if str(error) else repr(error))
+
+
+@dataclass(frozen=True)
+class Report:
+    """What to tell humans now about a kind of failure: ``count`` failures since the
+    previous report (``first``: the first of the series)."""
+
+    count: int
+    first: bool
+
+
+class FailureSeries:
+    """Consecutive failures of one kind of API call of one pool: back-off and reports (pure).
+
+    `failed` records a failure in the back-off (Retry-After as its floor) and says whether to
+    report it: the first failure at once, later ones at most once per `report_every` seconds
+    with their count, so a server failing every request costs one log line (and Event) per
+    interval. `succeeded` ends the series and returns how many failures it had.
+    """
+
+    def __init__(
+        self,
+        policy: BackoffPolicy,
+        *,
+        report_every: float,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.backoff = Backoff(policy, clock=clock, rand=rand)
+        self.last: ApiFailure | None = None
+        self._report_every = report_every
+        self._clock = clock
+        self._reported_at: float | None = None
+        self._unreported = 0
+
+    @property
+    def failures(self) -> int:
+        return self.backoff.failures
+
+    @property
+    def failing(self) -> bool:
+        return self.backoff.failing
+
+    def remaining(self) -> float:
+        """Seconds until the next try is allowed (0: now)."""
+        return self.backoff.remaining()
+
+    def failed(self, failure: ApiFailure) -> Report | None:
+        """Record a failure; the report to make now, if any."""
+        self.backoff.failed(failure.message, retry_after=failure.retry_after)
+        self.last = failure
+        self._unreported += 1
+        now = self._clock()
+        first = self._reported_at is None
+        if self._reported_at is not None and now - self._reported_at < self._report_every:
+            return None
+        self._reported_at = now
+        count, self._unreported = self._unreported, 0
+        return Report(count, first)
+
+    def succeeded(self) -> int:
+        """Record a success; returns the failures in a row it ends (0: none)."""
+        failures = self.backoff.failures
+        self.backoff.succeeded()
+        self.last = None
+        self._reported_at = None
+        self._unreported = 0
+        return failures
 
 
 @dataclass(eq=False)
@@ -138,10 +253,24 @@ class PoolController:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopped = False
 
+        # Launches that failed in a row (rejected pods, agents that never became ready);
+        # from backoff_after on, each extends a hold on creations.
         self.failure_streak = 0
         self._last_failure = ""
-        self.hold_until: datetime | None = None
-        self._writer = StatusWriter(key, self._write_status, settings.status_interval)
+        self._launch_hold = Backoff(settings.launch_backoff)
+        policy, every = settings.api_backoff, settings.failure_report_interval
+        self._creates = FailureSeries(policy, report_every=every)
+        self._deletes = FailureSeries(policy, report_every=every)
+        self._lists = FailureSeries(policy, report_every=every)
+        self._passes = FailureSeries(policy, report_every=every)
+        self._status_writes = FailureSeries(policy, report_every=every)
+        self._writer = StatusWriter(
+            key,
+            self._write_status,
+            settings.status_interval,
+            failed=self._status_write_failed,
+            succeeded=lambda: self._recovered("writing the pool's status", self._status_writes),
+        )
         self.update(body)
 
     # --- inputs --------------------------------------------------------------------------
@@ -161,10 +290,11 @@ class PoolController:
         else:
             self.spec, self.spec_error = spec, None
             template_hash = manifest.template_hash(raw_spec["template"])
-            if template_hash != self.template_hash and self.failure_streak:
-                # A new template is the user's fix for failing launches: try it now, not
-                # after a hold earned by the old one (up to backoff_max).
-                self.failure_streak, self._last_failure, self.hold_until = 0, "", None
+            if template_hash != self.template_hash and self.template_hash:
+                # A new template is the user's fix for failing launches (or for creations an
+                # admission webhook fails): try it now, not after a hold earned by the old one.
+                self._launches_succeeded()
+                self._creates.succeeded()
             self.template_hash = template_hash
             self.quota = self._quotas.ensure(
                 self.key, spec.api_connections.max, spec.api_connections.queue_timeout
@@ -214,18 +344,26 @@ class PoolController:
         await self._writer.close()
 
     async def _run(self) -> None:
-        errors = 0
         while not self._stopped:
+            pause = self._passes.remaining()
+            if pause > 0:
+                # Backing off after a failed pass: wake-ups meanwhile wait (the event stays set).
+                await asyncio.sleep(pause)
             self._wake.clear()
             try:
                 next_at = await self._reconcile()
-                errors = 0
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                errors += 1
-                _log.exception("reconciling pool %s failed (attempt %d)", self.key, errors)
-                next_at = _now() + timedelta(seconds=min(30.0, 0.5 * 2**errors))
+            except Exception as error:
+                report = self._passes.failed(ApiFailure.of(error))
+                if report is not None:
+                    # The first report carries the traceback: this may be a bug of ours.
+                    self._report_failure(
+                        "reconciling the pool", self._passes, report, exc_info=report.first
+                    )
+                next_at = _now()  # the loop's next turn waits for the back-off
+            else:
+                self._recovered("reconciling the pool", self._passes)
             timeout = None if next_at is None else (next_at - _now()).total_seconds()
             if timeout is not None and timeout <= 0:
                 continue
@@ -304,6 +442,8 @@ class PoolController:
             text += f", maxAgents {self.spec.max_agents}"
         if self.spec_error is not None:
             text += f"; the pool's spec is invalid: {self.spec_error}"
+        elif self._creates.failing and self._creates.last is not None:
+            text += f"; agent pods cannot be created: {self._creates.last.message}"
         elif self.failure_streak:
             text += f"; agent launches are failing: {self._last_failure}"
         return text
@@ -362,22 +502,36 @@ class PoolController:
         if self.spec is None:
             self._report_invalid(now)
             return None
-        if self._synced_at is None or now - self._synced_at >= timedelta(
+        due = self._synced_at is None or now - self._synced_at >= timedelta(
             seconds=self._settings.resync_interval
-        ):
-            await self._sync()
+        )
+        if due and not self._lists.remaining():
+            try:
+                await self._sync()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                report = self._lists.failed(ApiFailure.of(error))
+                if report is not None:
+                    self._report_failure("listing agent pods", self._lists, report)
+            else:
+                self._recovered("listing agent pods", self._lists)
             now = _now()
+        if self._synced_at is None:
+            # Without a first list, agents of an earlier operator may be missing from the
+            # view: planning now could create their duplicates.
+            return now + timedelta(seconds=self._lists.remaining())
         self._classify(now)
         self._assign()
         agents = self._agents(now)
-        plan = scaling.plan(self._snapshot(agents), now)
+        plan = scaling.plan(self._snapshot(agents, now), now)
         for deletion in plan.deletions:
             self._start_deletion(self.records[deletion.name], deletion)
         for _ in range(plan.create):
             self._start_creation(plan.create_reason)
         agents = self._agents(now)
         api_status = self._api_connections()
-        self._publish(agents, api_status, now)
+        self._publish(agents, api_status, plan, now)
         return self._next_wake(plan, api_status, now)
 
     async def _sync(self) -> None:
@@ -447,8 +601,7 @@ class PoolController:
                 # not, or a pool with one (a bad image rolled out while builds hold the old
                 # agents) would create failing pods without ever backing off.
                 record.proven = True
-                self.failure_streak = 0
-                self.hold_until = None
+                self._launches_succeeded()
             return
         if status.state in (AgentState.FAILED, AgentState.LOST) and record.lease is not None:
             record.lease.mark_lost(f"{status.reason}: {status.message}")
@@ -459,7 +612,7 @@ class PoolController:
             if record.ready_at is None:
                 self._metrics.agent_launches.labels(pool=self.key, result="failed").inc()
             if record.builds_run == 0 and record.lease is None:
-                self._launch_failed(record.name, status.reason, status.message, now)
+                self._launch_failed(record.name, status.reason, status.message)
             self._event(
                 WARNING,
                 "AgentFailed",
@@ -497,13 +650,25 @@ class PoolController:
             "a replacement is created if the pool needs one",
         )
 
-    def _launch_failed(self, name: str, reason: str, message: str, now: datetime) -> None:
-        s = self._settings
+    def _launch_failed(self, name: str, reason: str, message: str) -> None:
         self.failure_streak += 1
         self._last_failure = f"{name}: {reason}: {message}"
-        if self.failure_streak >= s.backoff_after:
-            hold = min(s.backoff_max, s.backoff_base * 2 ** (self.failure_streak - s.backoff_after))
-            self.hold_until = now + timedelta(seconds=hold)
+        if self.failure_streak >= self._settings.backoff_after:
+            # The hold's n-th step is the streak's (backoff_after + n - 1)-th failure.
+            self._launch_hold.failed(self._last_failure)
+
+    def _launches_succeeded(self) -> None:
+        self.failure_streak, self._last_failure = 0, ""
+        self._launch_hold.succeeded()
+
+    def _launch_hold_until(self, now: datetime) -> datetime | None:
+        wait = self._launch_hold.remaining()
+        return now + timedelta(seconds=wait) if wait > 0 else None
+
+    def _creations_held_until(self, now: datetime) -> datetime | None:
+        """The end of the hold on creations: launch failures' or failed creations' back-off."""
+        wait = max(self._launch_hold.remaining(), self._creates.remaining())
+        return now + timedelta(seconds=wait) if wait > 0 else None
 
     def _agents(self, now: datetime) -> list[scaling.Agent]:
         agents = []
@@ -533,9 +698,10 @@ class PoolController:
             )
         return agents
 
-    def _snapshot(self, agents: list[scaling.Agent]) -> scaling.PoolSnapshot:
+    def _snapshot(self, agents: list[scaling.Agent], now: datetime) -> scaling.PoolSnapshot:
         spec = self.spec
         assert spec is not None
+        delete_wait = self._deletes.remaining()
         return scaling.PoolSnapshot(
             min_idle=spec.min_idle,
             max_agents=spec.max_agents,
@@ -545,10 +711,12 @@ class PoolController:
             agents=tuple(agents),
             waiting_builds=self.waiting_builds(),
             pending_creations=self.pending_creations,
-            hold_creations_until=self.hold_until,
+            hold_creations_until=self._creations_held_until(now),
+            hold_deletions_until=now + timedelta(seconds=delete_wait) if delete_wait else None,
             # Half the quota: exec sessions and status writes keep room while a big pool
-            # fills up, and a pool asking for thousands of agents stays a trickle.
-            creation_burst=max(1, self.quota.limit // 2),
+            # fills up, and a pool asking for thousands of agents stays a trickle. While
+            # creations fail, one at a time probes the API server until one succeeds.
+            creation_burst=1 if self._creates.failing else max(1, self.quota.limit // 2),
         )
 
     def _hash_of(self, name: str) -> str | None:
@@ -579,21 +747,24 @@ class PoolController:
                 pod = await kube.create_pod(self.api, self.namespace, pod_manifest)
         except asyncio.CancelledError:
             raise
-        except QuotaTimeout as error:
-            _log.warning("pool %s: agent creation waited too long for a slot: %s", self.key, error)
-        except ApiException as error:
-            if error.status is not None and (error.status >= 500 or error.status == 429):
-                _log.warning("pool %s: agent creation failed, will retry: %s", self.key, error)
+        except Exception as error:
+            failure = ApiFailure.of(error)
+            if failure.retryable:
+                # The API server's trouble, not the template's: back off, no AgentFailed.
+                report = self._creates.failed(failure)
+                if report is not None:
+                    event = "AgentCreateThrottled" if failure.throttled else "AgentCreateFailed"
+                    self._report_failure("creating agent pods", self._creates, report, event)
             else:
+                assert isinstance(error, ApiException)
                 message = _api_message(error)
                 self._metrics.agent_launches.labels(pool=self.key, result="rejected").inc()
-                self._launch_failed("(new agent)", "CreateRejected", message, _now())
+                self._launch_failed("(new agent)", "CreateRejected", message)
                 self._event(
                     WARNING, "AgentFailed", f"the API server rejected a new agent pod: {message}"
                 )
-        except Exception as error:
-            _log.warning("pool %s: agent creation failed, will retry: %s", self.key, error)
         else:
+            self._recovered("creating agent pods", self._creates)
             name = pod["metadata"]["name"]
             self.view.observe(pod, _now())
             self._event(NORMAL, "AgentLaunched", f"created agent pod {name}: {why}")
@@ -608,9 +779,12 @@ class PoolController:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            _log.warning("pool %s: deleting agent %s failed: %s", self.key, record.name, error)
-            record.deleting = None  # planned again on the next pass
+            report = self._deletes.failed(ApiFailure.of(error))
+            if report is not None:
+                self._report_failure("deleting agent pods", self._deletes, report)
+            record.deleting = None  # planned again once the back-off allows deletions
         else:
+            self._recovered("deleting agent pods", self._deletes)
             kind = "AgentReplaced" if deletion.reason in _REPLACING else "AgentRemoved"
             self._event(
                 NORMAL,
@@ -621,6 +795,44 @@ class PoolController:
             self.wake()
 
     # --- reporting -----------------------------------------------------------------------
+
+    def _report_failure(
+        self,
+        what: str,
+        series: FailureSeries,
+        report: Report,
+        event: str | None = None,
+        *,
+        exc_info: bool = False,
+    ) -> None:
+        """Tell humans of a failure `series` (rate-limited by `FailureSeries.failed`)."""
+        failure = series.last
+        assert failure is not None
+        wait = series.remaining()
+        if report.first:
+            text = f"{what} failed: {failure.message}; retrying with back-off"
+            _log.warning(
+                "pool %s: %s, next attempt in %.1fs", self.key, text, wait, exc_info=exc_info
+            )
+        else:
+            text = (
+                f"{what} failed {report.count} more time(s) "
+                f"({series.failures} in a row); last: {failure.message}"
+            )
+            _log.warning("pool %s: %s; still retrying, next attempt in %.1fs", self.key, text, wait)
+        if event is not None:
+            self._event(WARNING, event, text)
+
+    def _status_write_failed(self, error: BaseException) -> float:
+        report = self._status_writes.failed(ApiFailure.of(error))
+        if report is not None:
+            self._report_failure("writing the pool's status", self._status_writes, report)
+        return self._status_writes.remaining()
+
+    def _recovered(self, what: str, series: FailureSeries) -> None:
+        failures = series.succeeded()
+        if failures:
+            _log.info("pool %s: %s works again after %d failure(s)", self.key, what, failures)
 
     def _event(self, type_: str, reason: str, message: str) -> None:
         self._events.record(ObjectRef.of(self.body), type_, reason, message, quota=self.quota)
@@ -637,7 +849,11 @@ class PoolController:
         )
 
     def _publish(
-        self, agents: list[scaling.Agent], api_status: ApiConnectionsStatus, now: datetime
+        self,
+        agents: list[scaling.Agent],
+        api_status: ApiConnectionsStatus,
+        plan: scaling.ScalingPlan,
+        now: datetime,
     ) -> None:
         spec = self.spec
         assert spec is not None
@@ -645,7 +861,9 @@ class PoolController:
         for state in _AGENT_STATES:
             self._metrics.agents.labels(pool=self.key, state=state).set(getattr(counts, state))
         problems: list[tuple[str, str]] = []
-        failures = launch_failures(self.failure_streak, self._last_failure, self.hold_until, now)
+        failures = launch_failures(
+            self.failure_streak, self._last_failure, self._launch_hold_until(now), now
+        )
         if failures is not None:
             problems.append(failures)
         problems.extend(self._problems())
@@ -654,6 +872,7 @@ class PoolController:
             min_idle=spec.min_idle,
             max_agents=spec.max_agents,
             problems=problems,
+            creation_failure=self._creation_failure(plan, now),
             observed_generation=self.generation,
         )
         status = {
@@ -662,6 +881,20 @@ class PoolController:
             "apiConnections": api_status.to_body(),
         }
         self._submit(status, conditions, now)
+
+    def _creation_failure(self, plan: scaling.ScalingPlan, now: datetime) -> tuple[str, str] | None:
+        """The creation problem, while creations fail and the pool still wants agents."""
+        last = self._creates.last
+        if last is None or not (plan.create or plan.held or self.pending_creations):
+            return None
+        wait = self._creates.remaining()
+        return creation_failures(
+            self._creates.failures,
+            last.message,
+            throttled=last.throttled,
+            next_attempt=now + timedelta(seconds=wait) if wait > 0 else None,
+            now=now,
+        )
 
     def _report_invalid(self, now: datetime) -> None:
         error = self.spec_error
@@ -696,9 +929,10 @@ class PoolController:
         assert spec is not None
         s = self._settings
         soon = now + timedelta(milliseconds=10)
-        moments: list[datetime | None] = [plan.next_review, self.hold_until]
+        moments: list[datetime | None] = [plan.next_review]
         if self._synced_at is not None:
-            moments.append(self._synced_at + timedelta(seconds=s.resync_interval))
+            resync = self._synced_at + timedelta(seconds=s.resync_interval)
+            moments.append(max(resync, now + timedelta(seconds=self._lists.remaining())))
         if api_status.running or api_status.queued:
             moments.append(now + timedelta(seconds=s.connections_refresh))
         for name, record in self.records.items():
@@ -736,6 +970,19 @@ class PoolController:
             "pendingCreations": self.pending_creations,
             "specError": str(self.spec_error) if self.spec_error else None,
         }
+
+
+def _api_status_text(error: ApiException) -> str:
+    """The API server's answer in one line: HTTP status, Status reason and message."""
+    try:
+        body = json.loads(error.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    reason = (body.get("reason") if isinstance(body, dict) else None) or error.reason
+    text = f"HTTP {error.status}"
+    if reason:
+        text += f" {reason}"
+    return f"{text}: {_api_message(error)}"
 
 
 def _api_message(error: ApiException) -> str:

@@ -2,7 +2,9 @@
 
 Many pod events make few writes: a status submitted while a write is in flight (or within
 the interval after it) replaces the pending one, and one that equals the written status is
-dropped.
+dropped. A failed write is retried, carrying the latest status, after the wait its owner's
+back-off gives (`failed`: the controller's tracker of status writes, which honours the
+server's Retry-After and rate-limits the logging).
 """
 
 from __future__ import annotations
@@ -15,21 +17,33 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-__all__ = ["StatusWrite", "StatusWriter"]
+__all__ = ["FailureHook", "StatusWrite", "StatusWriter"]
 
 _log = logging.getLogger(__name__)
 
 # Writes one status body through the pool's quota.
 StatusWrite = Callable[[dict[str, Any]], Awaitable[None]]
+# Told of a failed write; returns the seconds to wait before the next one.
+FailureHook = Callable[[BaseException], float]
 
 
 class StatusWriter:
     """Writes the latest status of one pool, coalesced, only when it changed."""
 
-    def __init__(self, key: str, write: StatusWrite, interval: float) -> None:
+    def __init__(
+        self,
+        key: str,
+        write: StatusWrite,
+        interval: float,
+        *,
+        failed: FailureHook,
+        succeeded: Callable[[], None],
+    ) -> None:
         self._key = key
         self._write = write
         self._interval = interval
+        self._failed = failed
+        self._succeeded = succeeded
         self._pending: dict[str, Any] | None = None
         self.written: dict[str, Any] | None = None
         self.writing = False
@@ -57,24 +71,24 @@ class StatusWriter:
             status, self._pending = self._pending, None
             if status is None or status == self.written:
                 continue
+            pause = self._interval
             try:
                 self.writing = True
                 await self._write(status)
                 self.written = status
             except asyncio.CancelledError:
                 raise
-            except ApiException as error:
-                if error.status == 404:
-                    return  # the pool is gone; its controller stops on the DELETED event
-                _log.warning("status of pool %s not written: %s", self._key, error.reason)
-                self._retry(status)
             except Exception as error:
-                _log.warning("status of pool %s not written: %s", self._key, error)
+                if isinstance(error, ApiException) and error.status == 404:
+                    return  # the pool is gone; its controller stops on the DELETED event
                 self._retry(status)
+                pause = max(pause, self._failed(error))
+            else:
+                self._succeeded()
             finally:
                 self.writing = False
             # Coalescing: whatever arrives meanwhile goes out in one write.
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(pause)
 
     def _retry(self, status: dict[str, Any]) -> None:
         if self._pending is None:

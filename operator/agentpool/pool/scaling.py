@@ -6,7 +6,9 @@ reason per deletion. The handler carries it out through the pool's API quota.
 
 Rules, in the order they apply (docs/agents.md tells the story):
 
-1. A busy agent (running a step) is never deleted, whatever its state or template.
+1. A busy agent (running a step) is never deleted, whatever its state or template. While
+   deletions are held (``hold_deletions_until``: the back-off after failed deletes), an agent
+   a rule would delete stays and counts as what it is; the rules apply again after the hold.
 2. Failed agents are deleted (``Failed``) and lost ones not already being deleted are
    cleaned up (``LostCleanup``); neither counts towards capacity, so they get replaced.
 3. ``ephemeral``: an idle agent that has run a build is deleted (``Ephemeral``).
@@ -24,7 +26,9 @@ Rules, in the order they apply (docs/agents.md tells the story):
    starting or being created), capped so that starting + ready + being created never
    exceeds ``maxAgents``, and so that at most ``creation_burst`` pod creations are in
    flight at once (a pool asking for thousands of agents must not spawn thousands of
-   requests at once: they would starve every other pool of the operator).
+   requests at once: they would starve every other pool of the operator). While
+   ``hold_creations_until`` lies ahead (the back-off after failed creations or launches),
+   nothing is created; ``held`` says how many creations wait for it.
 """
 
 from __future__ import annotations
@@ -81,8 +85,9 @@ class PoolSnapshot:
     ``idle_timeout`` in seconds, None for never. ``pending_creations``: pods requested but
     not yet seen in the pod list (they count towards ``maxAgents``).
     ``hold_creations_until``: no creations before then (the handler's back-off after
-    repeated launch failures). ``creation_burst``: most pod creations in flight at once
-    (None: no limit); the rest follow as earlier ones complete.
+    failed creations or repeated launch failures). ``hold_deletions_until``: no deletions
+    before then (the back-off after failed deletes). ``creation_burst``: most pod creations
+    in flight at once (None: no limit); the rest follow as earlier ones complete.
     """
 
     min_idle: int
@@ -94,6 +99,7 @@ class PoolSnapshot:
     waiting_builds: int = 0
     pending_creations: int = 0
     hold_creations_until: datetime | None = None
+    hold_deletions_until: datetime | None = None
     creation_burst: int | None = None
 
 
@@ -106,13 +112,15 @@ class Deletion:
 
 @dataclass(frozen=True)
 class ScalingPlan:
-    """What to do now. ``next_review``: when a timed rule may fire next (re-plan then)."""
+    """What to do now. ``next_review``: when a timed rule may fire next (re-plan then).
+    ``held``: creations wanted now but held by ``hold_creations_until``."""
 
     create: int
     deletions: tuple[Deletion, ...]
     create_reason: str
     at_capacity: bool
     next_review: datetime | None
+    held: int = 0
 
     @property
     def deleted_names(self) -> frozenset[str]:
@@ -131,10 +139,14 @@ def plan(snapshot: PoolSnapshot, now: datetime) -> ScalingPlan:
     current = s.template_hash
 
     deletions: dict[str, Deletion] = {}
+    deletion_hold = _aware(s.hold_deletions_until) if s.hold_deletions_until else None
+    deletions_held = deletion_hold is not None and deletion_hold > now
+    next_review = deletion_hold if deletions_held else None
 
     def delete(agent: Agent, reason: DeletionReason, message: str) -> None:
-        # 1. The one guard every rule goes through: a busy agent is never deleted.
-        if agent.busy or agent.name in deletions:
+        # 1. The one guard every rule goes through: a busy agent is never deleted, and
+        # while deletions are held an agent stays what it is (capacity, if it is alive).
+        if agent.busy or agent.name in deletions or deletions_held:
             return
         deletions[agent.name] = Deletion(agent.name, reason, message)
 
@@ -177,7 +189,6 @@ def plan(snapshot: PoolSnapshot, now: datetime) -> ScalingPlan:
         delete(a, DeletionReason.TEMPLATE_CHANGED, f"{changed}; idle agent replaced")
 
     # 5. Idle timeout above minIdle + waiting builds.
-    next_review: datetime | None = None
     if s.idle_timeout is not None:
         timeout = timedelta(seconds=max(0.0, s.idle_timeout))
         remaining = idle(alive())
@@ -251,11 +262,12 @@ def plan(snapshot: PoolSnapshot, now: datetime) -> ScalingPlan:
                 f"creating {create} of {want} wanted: at most {burst} "
                 "agent pod creations at a time; the rest follow as these complete"
             )
+    held = 0
     if s.hold_creations_until is not None and _aware(s.hold_creations_until) > now:
         hold = _aware(s.hold_creations_until)
         if create:
-            create_reason = f"creations held until {hold.isoformat()} after launch failures"
-        create = 0
+            create_reason = f"creations held until {hold.isoformat()}: backing off after failures"
+        held, create = create, 0
         next_review = _earliest(next_review, hold)
     return ScalingPlan(
         create=create,
@@ -263,6 +275,7 @@ def plan(snapshot: PoolSnapshot, now: datetime) -> ScalingPlan:
         create_reason=create_reason,
         at_capacity=at_capacity,
         next_review=next_review,
+        held=held,
     )
 
 
@@ -291,12 +304,16 @@ def pool_conditions(
     max_agents: int,
     spec_errors: Sequence[str] = (),
     problems: Sequence[tuple[str, str]] = (),
+    creation_failure: tuple[str, str] | None = None,
     observed_generation: int | None = None,
 ) -> tuple[Condition, Condition]:
     """The pool's ``Ready`` and ``Degraded`` conditions.
 
     ``spec_errors``: human messages about an unusable spec. ``problems``: other (reason,
     message) pairs that degrade the pool, e.g. ``ApiQuotaTimeout`` from the step layer.
+    ``creation_failure``: (reason, message) while agents the pool needs cannot be created
+    (the API server fails or throttles pod creation); the pool is then neither Ready nor
+    free of Degraded, whatever agents it still has.
     Write them with ``model.merge_condition`` (it keeps ``lastTransitionTime``).
     """
     if spec_errors:
@@ -305,19 +322,25 @@ def pool_conditions(
         degraded = Condition("Degraded", ConditionStatus.TRUE, "InvalidSpec", text)
     else:
         warm = min(max(0, min_idle), max(0, max_agents))
-        ready = _ready_condition(count_agents(agents), warm)
-        degraded = _degraded_condition(agents, problems)
+        ready = _ready_condition(count_agents(agents), warm, creation_failure)
+        causes = [creation_failure, *problems] if creation_failure else problems
+        degraded = _degraded_condition(agents, causes)
     return (
         replace(ready, observed_generation=observed_generation),
         replace(degraded, observed_generation=observed_generation),
     )
 
 
-def _ready_condition(counts: AgentCounts, warm: int) -> Condition:
+def _ready_condition(
+    counts: AgentCounts, warm: int, creation_failure: tuple[str, str] | None
+) -> Condition:
     started = counts.idle + counts.busy
     summary = f"{started} agent(s) ready ({counts.idle} idle, {counts.busy} busy)"
     if counts.starting:
         summary += f", {counts.starting} starting"
+    if creation_failure is not None:
+        reason, message = creation_failure
+        return Condition("Ready", ConditionStatus.FALSE, reason, f"{summary}; {message}")
     if warm == 0:
         return Condition(
             "Ready",

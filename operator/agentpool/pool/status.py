@@ -1,4 +1,4 @@
-"""AgentPool status bodies: the launch-failure problem and conditions merged into a status.
+"""AgentPool status bodies: the launch- and creation-failure problems, conditions merged in.
 
 Pure: the controller gathers counts and conditions, these functions shape what is written.
 """
@@ -11,7 +11,7 @@ from typing import Any
 
 from agentpool.model import Condition, merge_condition
 
-__all__ = ["launch_failures", "with_conditions"]
+__all__ = ["creation_failures", "launch_failures", "with_conditions"]
 
 
 def launch_failures(
@@ -25,6 +25,28 @@ def launch_failures(
     if hold_until is not None and hold_until > now:
         text += f"; new agents are held until {hold_until.isoformat()}"
     return ("AgentLaunchFailures", text)
+
+
+def creation_failures(
+    failures: int, last: str, *, throttled: bool, next_attempt: datetime | None, now: datetime
+) -> tuple[str, str] | None:
+    """The problem (reason, message) while pod creations fail for API reasons, in a row.
+
+    `last` quotes the API server's answer. Throttling (429/503) has a reason of its own: the
+    server asks for patience, the template is not at fault.
+    """
+    if not failures:
+        return None
+    if throttled:
+        reason = "AgentCreateThrottled"
+        text = f"the API server throttles agent pod creation ({failures} attempt(s) in a row)"
+    else:
+        reason = "AgentCreateFailing"
+        text = f"agent pods cannot be created ({failures} attempt(s) in a row)"
+    text += f": {last}"
+    if next_attempt is not None and next_attempt > now:
+        text += f"; retrying with back-off, next attempt at {next_attempt.isoformat()}"
+    return (reason, text)
 
 
 def with_conditions(

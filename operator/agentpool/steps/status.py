@@ -7,7 +7,8 @@ Running and Succeeded go out as one request); each patch is one request for one 
 takes a slot of the pool's quota (`kind="status"`).
 
 A status write is never dropped because the quota is saturated or the API server errs: it is
-retried with capped exponential back-off, merged with whatever arrived meanwhile, until it
+retried with the shared back-off (`kube.backoff`: exponential with jitter and a cap, the
+server's Retry-After on 429/503 as a floor), merged with whatever arrived meanwhile, until it
 succeeds or the object is gone (404). The final phase is therefore written eventually, however
 long the pool's connections stay busy. Only a 422 (the server refuses the content) gives up.
 """
@@ -23,6 +24,7 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from agentpool.kube.backoff import Backoff, BackoffPolicy, is_throttled, retry_after_seconds
 from agentpool.kube.quota import ApiQuota, QuotaTimeout
 from agentpool.steps.waits import first_done
 
@@ -49,6 +51,7 @@ class _Pending:
     done: asyncio.Event = field(default_factory=asyncio.Event)  # written, given up or dropped
     starved: QuotaTimeout | None = None  # the last attempt got no quota slot in time
     attempted: asyncio.Event = field(default_factory=asyncio.Event)
+    retry_after: float | None = None  # the server's Retry-After on the last failed attempt
 
 
 class StatusWriter:
@@ -64,8 +67,7 @@ class StatusWriter:
     ) -> None:
         self._patch = patch
         self._quota_for = quota_for
-        self._backoff_first = backoff_first
-        self._backoff_max = backoff_max
+        self._policy = BackoffPolicy(base=backoff_first, cap=backoff_max)
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._idle = asyncio.Event()
         self._idle.set()
@@ -150,7 +152,7 @@ class StatusWriter:
 
     async def _run(self, key: tuple[str, str], pending: _Pending) -> None:
         loop = asyncio.get_running_loop()
-        backoff = self._backoff_first
+        backoff = Backoff(self._policy, clock=loop.time)
         try:
             while pending.fields:
                 while (wait := pending.due - loop.time()) > 0:
@@ -159,16 +161,16 @@ class StatusWriter:
                         async with asyncio.timeout(wait):
                             await pending.wake.wait()
                 fields, pending.fields = pending.fields, {}
+                pending.retry_after = None
                 if await self._write(key, pending.pool, fields):
-                    backoff = self._backoff_first
+                    backoff.succeeded()
                     pending.writes += 1
                     continue
                 if self._pending.get(key) is not pending:
                     return  # forgotten (deleted) or given up
                 # Keep what failed unless newer values replaced it, and try again later.
                 pending.fields = {**fields, **pending.fields}
-                pending.due = loop.time() + backoff
-                backoff = min(backoff * 2, self._backoff_max)
+                pending.due = loop.time() + backoff.failed(retry_after=pending.retry_after)
         finally:
             if self._pending.get(key) is pending and not pending.fields:
                 del self._pending[key]
@@ -199,6 +201,11 @@ class StatusWriter:
                 log.error("status of %s/%s refused: %s", namespace, name, error.body)
                 self._pending.pop(key, None)
                 return False
+            if is_throttled(error.status):
+                retry_after = retry_after_seconds(error.headers)
+                pending = self._pending.get(key)
+                if pending is not None:
+                    pending.retry_after = retry_after
             log.warning("status of %s/%s: HTTP %s, retrying", namespace, name, error.status)
             return False
         except Exception as error:  # a write that must not be lost: keep trying

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
+from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry
 
 from agentpool.kube.quota import ApiQuota, QuotaTimeout
@@ -45,3 +47,23 @@ async def test_written_raises_when_the_quota_starves_the_write_which_goes_on() -
     await writer.written("ns", "s")  # a starved attempt before the call does not count
 
     assert patches == [("s", {"agent": "a"})]
+
+
+async def test_a_throttled_write_waits_for_the_servers_retry_after() -> None:
+    loop = asyncio.get_running_loop()
+    attempts: list[float] = []
+
+    async def patch(namespace: str, name: str, fields: dict[str, Any]) -> None:
+        attempts.append(loop.time())
+        if len(attempts) == 1:
+            error = ApiException(status=429, reason="Too Many Requests")
+            error.headers = {"Retry-After": "1"}  # type: ignore[assignment]
+            raise error
+
+    writer = StatusWriter(patch, lambda pool: None)
+    writer.update("ns", "s", "ns/p", {"phase": "Running"})
+    await writer.written("ns", "s")
+
+    assert len(attempts) == 2
+    # Our own back-off would have retried after 0.05 s at most: the server's word wins.
+    assert attempts[1] - attempts[0] >= 1.0
