@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from agentpool import USER_AGENT
+from agentpool.pool.manifest import TEMPLATE_HASH_LABEL
 from agentpool.sandbox.cluster import Sandbox
 
 POOL = "flaky"
@@ -37,16 +38,20 @@ async def clear_faults(http: aiohttp.ClientSession) -> None:
         assert response.status == 200
 
 
-async def pod_creates(http: aiohttp.ClientSession) -> int:
-    """Pod creations the operator has sent so far (answered or not)."""
+async def pod_requests(http: aiohttp.ClientSession, verb: str = "create") -> int:
+    """Pod requests of that verb the operator has sent so far (answered or not)."""
     async with http.get("/sandbox/v1/stats") as response:
         stats = await response.json()
     mine = stats["requests"]["byClient"].get(USER_AGENT) or {}
-    return int(((mine.get("byResource") or {}).get("pods") or {}).get("create", 0))
+    return int(((mine.get("byResource") or {}).get("pods") or {}).get(verb, 0))
 
 
-def fault(code: int, **extra: Any) -> dict[str, Any]:
-    rule = {"code": code, "rate": 1, "verbs": ["create"], "resources": ["pods"], **extra}
+async def pod_creates(http: aiohttp.ClientSession) -> int:
+    return await pod_requests(http, "create")
+
+
+def fault(code: int, verb: str = "create", **extra: Any) -> dict[str, Any]:
+    rule = {"code": code, "rate": 1, "verbs": [verb], "resources": ["pods"], **extra}
     return {"errors": [rule]}
 
 
@@ -137,3 +142,38 @@ async def test_throttled_creations_wait_for_retry_after_and_are_no_launch_failur
     assert "AgentCreateThrottled" in reasons
     degraded = await reader.condition(POOL, "Degraded")
     assert degraded["status"] == "False"
+
+
+@pytest.mark.usefixtures("operator")
+async def test_failing_deletions_back_off_and_the_roll_completes_afterwards(
+    pools: Any, reader: Any, until: Any, http: Any
+) -> None:
+    created = await pools.create(POOL, minIdle=2, maxAgents=4)
+    await until(lambda: idle_agents(reader, 2), 10, "two idle agents")
+    old_hash = (await reader.agents(POOL))[0]["metadata"]["labels"][TEMPLATE_HASH_LABEL]
+    deletes_before = await pod_requests(http, "delete")
+    await put_faults(http, fault(500, "delete"))
+    template = created["spec"]["template"]
+    template["metadata"]["labels"] = {"release": "two"}
+    await pools.patch_spec(POOL, {"template": template})
+
+    async def deletes_failing() -> int:
+        return await pod_requests(http, "delete") - deletes_before
+
+    await until(deletes_failing, 15, "the old agents' deletions failing")
+    started = time.monotonic()
+    await until(lambda: time.monotonic() - started >= FAULT_WINDOW, 10, "the fault window")
+    deletes = await deletes_failing()
+    # Both old agents are deleted at once, then retried with back-off (0.1 s doubling):
+    # a handful of attempts, not one per pass of the pool's loop.
+    assert deletes <= 16, deletes
+    # The old agents stay counted meanwhile: no surplus agent beyond the two new ones.
+    assert len(await reader.agents(POOL)) <= 4
+    await clear_faults(http)
+
+    async def rolled() -> bool:
+        pods = await reader.agents(POOL)
+        hashes = {p["metadata"]["labels"][TEMPLATE_HASH_LABEL] for p in pods}
+        return len(pods) == 2 and old_hash not in hashes and await idle_agents(reader, 2)
+
+    await until(rolled, 40, "the old agents deleted after the faults")
