@@ -191,6 +191,7 @@ class SessionsSpec:
     max_steps: int = 100
     linger: float = 2.0
     poll_interval: float = 2.0
+    detach_after: float = 2.0
 
     @classmethod
     def from_body(cls, spec: Mapping[str, Any], path: str = "spec.sessions") -> SessionsSpec:
@@ -200,6 +201,8 @@ class SessionsSpec:
             linger=_duration(spec, "linger", path, "2s"),
             # Zero would make the recovery poll a busy loop against the API server.
             poll_interval=_duration(spec, "pollInterval", path, "2s", positive=True),
+            # Zero would detach every step at once under contention: a session per poll.
+            detach_after=_duration(spec, "detachAfter", path, "2s", positive=True),
         )
 
 

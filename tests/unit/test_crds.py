@@ -272,7 +272,13 @@ def test_agentpool_defaults_are_the_issue_table() -> None:
         "ephemeral": False,
         "readiness": {"tolerateVirtualKubeletPending": True},
         "apiConnections": {"max": 32, "queueTimeout": "30s"},
-        "sessions": {"batchWindow": "50ms", "maxSteps": 100, "linger": "2s", "pollInterval": "2s"},
+        "sessions": {
+            "batchWindow": "50ms",
+            "maxSteps": 100,
+            "linger": "2s",
+            "detachAfter": "2s",
+            "pollInterval": "2s",
+        },
     }
 
 

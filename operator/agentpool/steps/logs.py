@@ -69,7 +69,8 @@ async def read_step_log(
     command = log_command(step_dir_id(body), state_dir)
     total = 0
     if quota is not None:
-        connection = await quota.acquire("exec", f"{namespace}/{agent}/{container}")
+        # A read that ends by itself: a short request, not a session holding a build's slot.
+        connection = await quota.acquire("log", f"{namespace}/{agent}/{container}")
     try:
         session = await open_exec(exec_api, namespace, agent, container, command, stdin=False)
         async with session:

@@ -2,10 +2,10 @@
 
 Steps of a build run one after another on one leased agent. With batching, one exec session per
 container of that agent carries every step of the build; it holds one slot of the pool's quota
-while open, closes after `sessions.linger` without work, and gives its slot up early when someone
-waits for the quota, once it has held it for the operator's `session_hold`: between steps by
-closing, during a longer step by dropping the stream and polling the step later with a short
-session that resumes it by offset. Nothing runs twice: a
+while open, closes after `sessions.linger` without work, at once when other builds wait for a
+session slot (a build boundary), and during a step that ran `sessions.detachAfter` while builds wait
+it detaches: the stream is dropped and the step collected later with a new session that
+resumes it by offset (`handover` holds these decisions). Nothing runs twice: a
 step's start is idempotent in the container (the session protocol's `started` marker), so
 resubmitting a step that may have started only watches it.
 """
@@ -21,13 +21,15 @@ from typing import Any
 from agentpool.kube.exec import ExecConnectError, ExecError
 from agentpool.kube.quota import ApiQuota, QuotaTimeout
 from agentpool.model import AgentPoolSpec, StepPhase
+from agentpool.steps import handover
 from agentpool.steps.context import Lease, RunnerContext
+from agentpool.steps.handover import QuotaState
 from agentpool.steps.outcomes import Outcome, classify
 from agentpool.steps.runs import StepRun, now, rfc3339
 from agentpool.steps.scheduling import Action, BuildQueue, Failure, should_retry
 from agentpool.steps.session import SessionLost, StepNotStarted, StepRejected, StepResult
-from agentpool.steps.sessions import Sessions
-from agentpool.steps.waits import after, first_done
+from agentpool.steps.sessions import OpenSession, Sessions
+from agentpool.steps.waits import first_done, until_quota
 
 __all__ = ["BuildRunner"]
 
@@ -220,7 +222,7 @@ class BuildRunner:
             return self.wake.is_set()
         waits: list[Coroutine[Any, Any, Any]] = [self.wake.wait()]
         if yield_quota:
-            waits += self._sessions.quota_waits()
+            waits += self._sessions.handover_waits()
         if hand_over:
             waits.append(self._builds_waiting())
         first = await first_done(waits, within=seconds)
@@ -280,10 +282,12 @@ class BuildRunner:
         run.offset = 0
         run.tail.clear()
         run.recovered_agent = None
+        run.running_since = None
 
     async def _attempt(self, run: StepRun, container: str, spec: AgentPoolSpec) -> StepResult:
         """Run (or resume) the current attempt until its result; raise InfrastructureFailure."""
         failures = 0
+        resuming = False  # collecting a step detached earlier: keep the build's place in line
         loop = asyncio.get_running_loop()
         while True:
             namespace, pod, lost = await self._agent_for(run)
@@ -291,7 +295,9 @@ class BuildRunner:
             if not run.submitted and self._placed != pod:
                 await self._place(run, pod)
             try:
-                opened = await self._sessions.open(namespace, pod, container, quota)
+                opened = await self._sessions.open(
+                    namespace, pod, container, quota, resuming=resuming
+                )
             except QuotaTimeout as error:
                 if not run.submitted:
                     raise InfrastructureFailure(Failure.QUOTA_TIMEOUT, str(error)) from None
@@ -325,9 +331,8 @@ class BuildRunner:
             handle.on_started = lambda _pid: self._started(run)
             if handle.pid is not None:
                 self._started(run)
-            # Even contended, a step keeps the session for `session_hold` before yielding
-            # mid-step, so that polling does not turn into a connection storm.
-            hold_until = loop.time() + self.ctx.session_hold
+            if run.running_since is None:
+                run.running_since = loop.time()
             cancel_sent = False
             while True:
                 waits: dict[str, Coroutine[Any, Any, Any]] = {
@@ -337,7 +342,7 @@ class BuildRunner:
                 if not cancel_sent:
                     waits["deleted"] = run.deleted.wait()
                 if self.ctx.batching:
-                    waits["yield"] = after(hold_until, quota)
+                    waits["detach"] = self._detach_wanted(quota, opened, run, spec)
                 index = await first_done(list(waits.values()))
                 first = list(waits)[index] if index is not None else ""
                 if first == "done" or handle.done():
@@ -350,14 +355,12 @@ class BuildRunner:
                         raise InfrastructureFailure(
                             Failure.SESSION_LOST, f"the agent refused the step: {error}"
                         ) from None
-                    held = loop.time() - opened.opened_at
-                    if not self.ctx.batching or (
-                        quota.has_waiters and held >= self.ctx.session_hold
+                    if handover.close_between_steps(
+                        QuotaState.of(quota),
+                        batching=self.ctx.batching,
+                        held=loop.time() - opened.opened_at,
+                        hold=self.ctx.session_hold,
                     ):
-                        # Without batching a session serves one step. With it, a session
-                        # yields its slot between steps when others wait, once it has had
-                        # `session_hold`: yielding after every step would make contention
-                        # cost a session per step, the very thing batching saves.
                         await self._sessions.close(pod, container)
                     return result
                 if first == "lost":
@@ -370,12 +373,35 @@ class BuildRunner:
                     with contextlib.suppress(SessionLost):
                         await session.cancel(run.step_id)
                     continue
-                # Others wait for the quota while this step runs: give the slot up, poll later.
+                # Other builds wait for a session while this step runs on: give the slot up
+                # and collect the result later, ahead of the builds that have not started.
                 await self._sessions.drop(pod, container)
-                poll = spec.sessions.poll_interval
-                await first_done([lost.wait(), run.deleted.wait()], within=poll)
+                resuming = True
+                delay = handover.poll_delay(
+                    spec.sessions.poll_interval, loop.time() - run.running_since
+                )
+                await first_done([lost.wait(), run.deleted.wait()], within=delay)
                 break
             failures = 0 if handle.offset > 0 or handle.pid is not None else failures
+
+    def _detach_wanted(
+        self, quota: ApiQuota, opened: OpenSession, run: StepRun, spec: AgentPoolSpec
+    ) -> Coroutine[Any, Any, None]:
+        """Wait until the running step should give its session up (`handover.detach_mid_step`)."""
+        hold_until = opened.opened_at + max(self.ctx.session_hold, handover.MIN_HOLD)
+        started = run.running_since if run.running_since is not None else opened.opened_at
+        detach_at = started + spec.sessions.detach_after
+
+        def wanted(now: float) -> bool:
+            return handover.detach_mid_step(
+                QuotaState.of(quota),
+                held=now - opened.opened_at,
+                hold=self.ctx.session_hold,
+                running_for=now - started,
+                detach_after=spec.sessions.detach_after,
+            )
+
+        return until_quota(quota, wanted, (hold_until, detach_at))
 
     async def _place(self, run: StepRun, pod: str) -> None:
         """Record where the build runs before its first step there may start: an operator

@@ -53,6 +53,9 @@ class StepRun:
     agent: str | None = None
     session: str | None = None
     started_at: datetime | None = None
+    # Loop time this operator first saw the attempt submitted: how long it has run, for
+    # detaching a long step from its session (`handover.detach_mid_step`).
+    running_since: float | None = None
     submitted: bool = False  # a run message may have reached an agent: never re-run blindly
     deleted: asyncio.Event = field(default_factory=asyncio.Event)
     gone: bool = False  # deleted and no longer stored (no finalizer held it): write nothing

@@ -13,8 +13,10 @@ from typing import Any
 
 from agentpool.kube.exec import open_exec
 from agentpool.kube.quota import ApiQuota, Connection
+from agentpool.steps import handover
 from agentpool.steps.batching import BOOTSTRAP_COMMAND
 from agentpool.steps.context import RunnerContext
+from agentpool.steps.handover import QuotaState
 from agentpool.steps.session import Session
 
 __all__ = ["CLOSE_TIMEOUT", "SESSION_READY_TIMEOUT", "OpenSession", "Sessions"]
@@ -35,6 +37,10 @@ class OpenSession:
         self.opened_at = asyncio.get_running_loop().time()
 
 
+async def _released_when_idle(quota: ApiQuota) -> None:
+    await quota.wait_until(lambda: handover.release_when_idle(QuotaState.of(quota)))
+
+
 class Sessions:
     """A build's open exec sessions, one per (pod, container), each holding a quota slot."""
 
@@ -46,13 +52,17 @@ class Sessions:
     def __bool__(self) -> bool:
         return bool(self._open)
 
-    def quota_waits(self) -> list[Coroutine[Any, Any, None]]:
-        """One wait per open session for others to queue on its quota."""
-        return [s.quota.wait_for_waiters() for s in self._open.values()]
+    def handover_waits(self) -> list[Coroutine[Any, Any, None]]:
+        """One wait per open session until its slot is wanted elsewhere: builds wait for a
+        session, or requests starve (`handover.release_when_idle`)."""
+        return [_released_when_idle(s.quota) for s in self._open.values()]
 
-    async def open(self, namespace: str, pod: str, container: str, quota: ApiQuota) -> OpenSession:
+    async def open(
+        self, namespace: str, pod: str, container: str, quota: ApiQuota, *, resuming: bool = False
+    ) -> OpenSession:
         """The open session into `container`, reused until `sessions.maxSteps`, else a new one
-        holding a slot of `quota`."""
+        holding a session slot of `quota` (`resuming`: a build collecting a detached step,
+        which keeps its place ahead of builds that have not started)."""
         key = (pod, container)
         current = self._open.get(key)
         if current is not None and current.session.open:
@@ -62,7 +72,7 @@ class Sessions:
         if current is not None:
             await self.close(pod, container)
         target = f"{namespace}/{pod}/{container}"
-        slot = await quota.acquire("exec", target)
+        slot = await quota.acquire_session(target, resuming=resuming)
         try:
             stream = await self._stream(namespace, pod, container)
             try:

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from agentpool.kube.quota import ApiQuota
 
-__all__ = ["after", "first_done"]
+__all__ = ["first_done", "until_quota"]
 
 
-async def after(moment: float, quota: ApiQuota) -> None:
-    """Once others wait for the quota, but not before `moment` (loop time)."""
-    delay = moment - asyncio.get_running_loop().time()
-    if delay > 0:
-        await asyncio.sleep(delay)
-    # Created only now: a coroutine made up front would leak un-awaited when cancelled early.
-    await quota.wait_for_waiters()
+async def until_quota(
+    quota: ApiQuota, wanted: Callable[[float], bool], moments: Sequence[float] = ()
+) -> None:
+    """Return once `wanted(now)` holds (loop time); checked at every change of the quota's
+    state and at each of `moments`, when a time-based part of it may turn true."""
+    loop = asyncio.get_running_loop()
+    while not wanted(now := loop.time()):
+        upcoming = [moment - now for moment in moments if moment > now]
+        await quota.changed(within=min(upcoming) if upcoming else None)
 
 
 async def first_done(

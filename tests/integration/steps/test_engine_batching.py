@@ -145,21 +145,22 @@ async def test_step_delivered_late_by_a_starved_loop_still_runs_in_order(tmp_pat
 
 
 async def _steps_seen_by_a_quota_waiter(
-    tmp_path: Path, session_hold: float
+    tmp_path: Path, session_hold: float, *, limit: int, session: bool
 ) -> tuple[list[bool], int]:
     """A build of four steps whose first one runs until a waiter is queued on the pool's quota
-    (the other slot is held all along): which steps had run when the waiter got its slot, and
+    (another build's session when `session`, else a short request; with a limit of 2 the test
+    holds the reserved slot all along): which steps had run when the waiter got its slot, and
     the exec sessions the build opened."""
     spec = {
-        "apiConnections": {"max": 2, "queueTimeout": "60s"},
-        "sessions": {"pollInterval": "100ms"},
+        "apiConnections": {"max": limit, "queueTimeout": "60s"},
+        "sessions": {"pollInterval": "100ms", "linger": "0s"},
     }
     async with engine_on_sandbox(
         tmp_path, pools={"p": (spec, 1)}, config=Config(build_grace=0.2, session_hold=session_hold)
     ) as h:
         quota = h.agents.quota(f"{NS}/p")
         assert quota is not None
-        holder = await quota.acquire("test", "holder")
+        holder = await quota.acquire("test", "holder") if limit > 1 else None
         home = h.home("p-0")
         gate = f"while [ ! -e {home}/go ]; do sleep 0.02; done"
         for i in range(4):
@@ -171,7 +172,10 @@ async def _steps_seen_by_a_quota_waiter(
         await eventually((home / "s0").exists, 20, "the first step to start")
 
         async def waiter() -> list[bool]:
-            slot = await quota.acquire("test", "waiter")
+            if session:
+                slot = await quota.acquire_session("waiter")
+            else:
+                slot = await quota.acquire("test", "waiter")
             seen = [(home / f"s{i}").exists() for i in range(4)]
             quota.release(slot)
             return seen
@@ -186,7 +190,8 @@ async def _steps_seen_by_a_quota_waiter(
         (home / "go").touch()
         statuses = await h.wait_final(*(f"s{i}" for i in range(4)), within=60)
         seen = await waiting
-        quota.release(holder)
+        if holder is not None:
+            quota.release(holder)
         stats = await h.stats()
 
     assert {s["phase"] for s in statuses.values()} == {"Succeeded"}
@@ -194,19 +199,78 @@ async def _steps_seen_by_a_quota_waiter(
     return seen, opened
 
 
-async def test_a_contended_session_keeps_its_connection_for_the_builds_next_steps(
+async def test_a_session_changes_hands_at_the_build_boundary_not_between_steps(
     tmp_path: Path,
 ) -> None:
-    # Others wait for the quota from the first step on; within session_hold the build's
-    # queued steps still run in the session that is open, not one session each.
-    seen, opened = await _steps_seen_by_a_quota_waiter(tmp_path, session_hold=600.0)
+    # Another build waits for the pool's only session slot from the first step on; the
+    # build's queued steps still run in the session that is open, not one session each.
+    seen, opened = await _steps_seen_by_a_quota_waiter(
+        tmp_path, session_hold=0.0, limit=2, session=True
+    )
 
     assert seen == [True, True, True, True]
     assert opened == 1
 
 
-async def test_with_no_session_hold_a_contended_session_yields_at_once(tmp_path: Path) -> None:
-    seen, opened = await _steps_seen_by_a_quota_waiter(tmp_path, session_hold=0.0)
+async def test_a_status_write_never_makes_a_session_yield(tmp_path: Path) -> None:
+    # The waiting request gets the reserved slot's turn; the session is not disturbed.
+    _, opened = await _steps_seen_by_a_quota_waiter(
+        tmp_path, session_hold=0.0, limit=2, session=False
+    )
+
+    assert opened == 1
+
+
+async def test_with_a_limit_of_one_starved_requests_get_the_slot_after_the_hold(
+    tmp_path: Path,
+) -> None:
+    # Nothing can be reserved: a waiting request takes the one slot between steps.
+    seen, opened = await _steps_seen_by_a_quota_waiter(
+        tmp_path, session_hold=0.0, limit=1, session=False
+    )
 
     assert seen == [True, False, False, False]
     assert opened >= 2
+
+
+async def test_with_a_limit_of_one_a_long_hold_keeps_the_build_going(tmp_path: Path) -> None:
+    seen, opened = await _steps_seen_by_a_quota_waiter(
+        tmp_path, session_hold=600.0, limit=1, session=False
+    )
+
+    assert seen == [True, True, True, True]
+    assert opened == 1
+
+
+async def test_a_long_step_detaches_while_builds_wait_and_is_collected_once(
+    tmp_path: Path,
+) -> None:
+    # One session slot (max 2 keeps one for requests), two agents, two builds: the long step
+    # of build "long" must not keep build "short" waiting for the slot until it ends.
+    spec = {
+        "apiConnections": {"max": 2, "queueTimeout": "60s"},
+        "sessions": {"detachAfter": "200ms", "pollInterval": "100ms", "linger": "0s"},
+    }
+    async with engine_on_sandbox(tmp_path, pools={"p": (spec, 2)}) as h:
+        gate = tmp_path / "go"
+        h.create(
+            step_body(
+                "long-1",
+                f"echo begin; while [ ! -e {gate} ]; do sleep 0.02; done; echo end",
+                build="long",
+            )
+        )
+        await h.wait_until(lambda: h.status("long-1").get("phase") == "Running")
+        h.create(step_body("short-1", "echo short", build="short"))
+        # The short build gets the slot while the long step still runs: it detached.
+        short = await h.wait_final("short-1", within=30)
+        assert not gate.exists()
+        gate.touch()
+        long = await h.wait_final("long-1", within=30)
+        stats = await h.stats()
+
+    assert short["short-1"]["phase"] == "Succeeded"
+    assert long["long-1"]["phase"] == "Succeeded"
+    assert long["long-1"]["logTail"] == "begin\nend\n"  # collected whole, run once
+    assert stats["exec"]["byPool"][f"{NS}/p"]["peak"] <= 1
+    assert stats["exec"]["byPool"][f"{NS}/p"]["opened"] >= 3  # long, short, the collection

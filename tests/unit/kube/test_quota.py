@@ -9,7 +9,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client import CollectorRegistry
 
-from agentpool.kube.quota import ApiQuota, Connection, QuotaRegistry, QuotaTimeout, Waiter
+from agentpool.kube.quota import (
+    ApiQuota,
+    Connection,
+    QuotaRegistry,
+    QuotaTimeout,
+    Waiter,
+    reserve_for_requests,
+)
 from agentpool.metrics import Catalogue
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -149,15 +156,20 @@ async def test_release_twice_frees_one_slot(metrics: Catalogue) -> None:
     assert quota.running_count == 1
 
 
-async def test_holder_learns_that_others_wait(metrics: Catalogue) -> None:
-    quota = quota_of(metrics, 1)
-    await quota.acquire("exec", "session")
-    signal = asyncio.create_task(quota.wait_for_waiters())
+async def test_a_session_holder_learns_that_builds_wait(metrics: Catalogue) -> None:
+    quota = quota_of(metrics, 2)  # one session slot, one kept for requests
+    assert (quota.session_limit, reserve_for_requests(2)) == (1, 1)
+    await quota.acquire_session("ns/agent-1/main")
+    signal = asyncio.create_task(quota.wait_until(lambda: quota.session_contended))
     await asyncio.sleep(0)
-    assert not signal.done() and not quota.has_waiters
-    waiter = asyncio.create_task(quota.acquire("create pod", "agent"))
+    assert not signal.done() and not quota.session_contended
+    # A request takes the reserved slot: it neither waits nor disturbs the session.
+    request = await quota.acquire("status", "ns/step-1")
+    assert not signal.done() and not quota.requests_starved
+    quota.release(request)
+    waiter = asyncio.create_task(quota.acquire_session("ns/agent-2/main"))
     await asyncio.wait_for(signal, timeout=5)
-    assert quota.has_waiters
+    assert quota.session_contended and quota.sessions_waiting == 1
     waiter.cancel()
     await asyncio.gather(waiter, return_exceptions=True)
 
@@ -174,6 +186,7 @@ async def test_introspection_lists_running_and_queued(metrics: Catalogue) -> Non
     assert quota.describe(T0 + timedelta(seconds=2)) == {
         "pool": "ns/pool",
         "limit": 1,
+        "sessionLimit": 1,
         "queueTimeoutSeconds": 30.0,
         "running": [{"kind": "exec", "target": "ns/agent/main", "ageSeconds": 2.0}],
         "queued": [{"kind": "status", "target": "ns/step-1", "waitingSeconds": 2.0}],
@@ -213,18 +226,91 @@ async def test_registry_updates_live_and_forgets_deleted_pools(metrics: Catalogu
 
 
 async def test_yielding_holder_goes_behind_the_waiters(metrics: Catalogue) -> None:
-    quota = quota_of(metrics, 1)
+    quota = quota_of(metrics, 1)  # nothing to reserve: the one slot is shared
     order: list[str] = []
-    session = await quota.acquire("exec", "session")
+    session = await quota.acquire_session("session")
 
     async def other() -> None:
         async with quota.slot("create pod", "agent"):
             order.append("other")
 
     waiter = asyncio.create_task(other())
-    await quota.wait_for_waiters()
+    await quota.wait_until(lambda: quota.requests_starved)
     quota.release(session)
-    session = await quota.acquire("exec", "session")
+    session = await quota.acquire_session("session")
     order.append("session")
     await waiter
     assert order == ["other", "session"]
+
+
+@pytest.mark.parametrize(("limit", "reserved"), [(1, 0), (2, 1), (4, 1), (16, 2), (32, 4)])
+def test_an_eighth_of_the_limit_is_kept_for_requests(limit: int, reserved: int) -> None:
+    assert reserve_for_requests(limit) == reserved
+
+
+async def test_sessions_stay_within_their_share_and_requests_within_the_limit(
+    metrics: Catalogue,
+) -> None:
+    quota = quota_of(metrics, 8)  # 7 session slots, 1 kept for requests
+    sessions = [await quota.acquire_session(f"agent-{i}") for i in range(7)]
+    late = asyncio.create_task(quota.acquire_session("agent-7"))
+    await until(lambda: quota.sessions_waiting == 1)
+    assert quota.running_count == 7
+    request = await quota.acquire("status", "step")  # the reserve: at once
+    second = asyncio.create_task(quota.acquire("status", "step-2"))
+    await until(lambda: quota.requests_waiting == 1)
+    assert quota.running_count == 8 and not quota.requests_starved  # one request runs
+    quota.release(sessions[0])
+    # The freed slot goes to the waiting request first; the session waits for the next one.
+    await second
+    assert quota.sessions_waiting == 1 and quota.running_count == 8
+    quota.release(request)
+    await late
+    assert quota.sessions_running == 7 and quota.running_count == 8
+
+
+async def test_builds_resuming_a_detached_step_go_ahead_of_new_builds(
+    metrics: Catalogue,
+) -> None:
+    quota = quota_of(metrics, 2)  # one session slot
+    holder = await quota.acquire_session("running")
+    order: list[str] = []
+
+    async def session(name: str, *, resuming: bool = False) -> None:
+        connection = await quota.acquire_session(name, resuming=resuming)
+        order.append(name)
+        quota.release(connection)
+
+    tasks = [asyncio.create_task(session("new-1"))]
+    await until(lambda: quota.sessions_waiting == 1)
+    tasks.append(asyncio.create_task(session("resumed-1", resuming=True)))
+    await until(lambda: quota.sessions_waiting == 2)
+    tasks.append(asyncio.create_task(session("resumed-2", resuming=True)))
+    await until(lambda: quota.sessions_waiting == 3)
+    tasks.append(asyncio.create_task(session("new-2")))
+    await until(lambda: quota.sessions_waiting == 4)
+    quota.release(holder)
+    await asyncio.gather(*tasks)
+    assert order == ["resumed-1", "resumed-2", "new-1", "new-2"]
+
+
+async def test_lowering_the_limit_asks_sessions_over_it_to_hand_over(metrics: Catalogue) -> None:
+    quota = quota_of(metrics, 16)  # 14 session slots
+    for i in range(10):
+        await quota.acquire_session(f"agent-{i}")
+    assert not quota.session_contended
+    quota.set_limit(8)  # 7 session slots now: three sessions too many
+    assert quota.session_contended and quota.sessions_running == 10
+
+
+async def test_a_session_that_waits_too_long_is_told_about_the_session_share(
+    metrics: Catalogue,
+) -> None:
+    quota = quota_of(metrics, 2, queue_timeout=0.01)
+    await quota.acquire_session("agent-1")
+    with pytest.raises(QuotaTimeout) as caught:
+        await quota.acquire_session("agent-2")
+    message = str(caught.value)
+    assert "limit 2" in message
+    assert "exec sessions may hold 1 of them and 1 are open" in message
+    assert "Raise spec.apiConnections.max" in message
