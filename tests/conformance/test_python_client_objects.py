@@ -121,3 +121,33 @@ def test_watch_streams_added_and_deleted(custom: Any, namespace: str) -> None:
     assert not consumer.is_alive()
     assert events[0] == ("ADDED", "w")
     assert events[-1] == ("DELETED", "w")
+
+
+def test_a_spec_that_is_not_an_object_is_a_422(custom: Any, namespace: str) -> None:
+    body = {**step("stringly"), "spec": "run it"}
+
+    with pytest.raises(ApiException) as caught:
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "buildsteps", body)
+
+    assert caught.value.status == 422
+    assert "spec in body must be of type object" in str(caught.value.body)
+
+
+def test_a_pod_field_of_the_wrong_type_is_a_400(crds: Cluster, namespace: str) -> None:
+    """Built-in bodies are decoded into typed structs first: a wrong type is a BadRequest.
+
+    (The typed client refuses such a body itself; kubectl sends it as written.)
+    """
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "greedy"},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "resources": "lots"}]},
+    }
+
+    refused = crds.kubectl("create", "-n", namespace, "-f", "-", input=yaml.safe_dump(pod))
+
+    assert refused.returncode != 0
+    assert "Error from server (BadRequest)" in refused.stderr
+    assert 'Pod in version "v1" cannot be handled as a Pod' in refused.stderr
+    assert "spec.containers[0].resources" in refused.stderr

@@ -51,6 +51,53 @@ def validate_builtin(resource: str, obj: dict[str, Any]) -> list[Cause]:
     return _unique(found)
 
 
+_OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+# Go's names for JSON types, as encoding/json words an unmarshalling error.
+_GO_JSON_TYPES = {"integer": "number", "boolean": "bool"}
+
+
+def decode_errors(resource: str, obj: dict[str, Any], *, whole: bool = True) -> list[str]:
+    """What a typed decoder could not unmarshal: `apiVersion`/`kind`, `metadata`'s fields and,
+    with `whole`, any field of a built-in kind of the wrong JSON type.
+
+    A real API server decodes every request body into Go structs (custom resources too, for
+    their `ObjectMeta`) before defaulting and validation; a value of the wrong type never gets
+    that far and is a 400 BadRequest, worded like encoding/json's `cannot unmarshal` errors.
+    """
+    found: list[str] = []
+    for key in ("apiVersion", "kind"):
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            found.append(_unmarshal(obj[key], key, "string"))
+    meta = obj.get("metadata")
+    if meta is not None and not isinstance(meta, dict):
+        found.append(_unmarshal(meta, "metadata", "object"))
+    kind = BUILTIN_KINDS.get(resource) if whole else None
+    if kind is not None:
+        errors_ = _validator(kind.definition).iter_errors(_without_nulls(obj))
+    elif isinstance(meta, dict):
+        errors_ = _validator(_OBJECT_META).iter_errors(_without_nulls(meta))
+    else:
+        return found
+    prefix = [] if kind is not None else ["metadata"]
+    for error in errors_:
+        if error.validator not in ("type", "oneOf", "anyOf"):
+            continue
+        parts = [*prefix, *(p if isinstance(p, int) else str(p) for p in error.absolute_path)]
+        wanted = error.validator_value if error.validator == "type" else "integer-or-string"
+        if isinstance(wanted, list):
+            wanted = next((t for t in wanted if t != "null"), "object")
+        found.append(_unmarshal(error.instance, field_path(parts), str(wanted)))
+    return list(dict.fromkeys(found))
+
+
+def _unmarshal(value: Any, where: str, wanted: str) -> str:
+    got = json_type(value)
+    return (
+        f"json: cannot unmarshal {_GO_JSON_TYPES.get(got, got)} into Go struct field {where} "
+        f"of type {_GO_JSON_TYPES.get(wanted, wanted)}"
+    )
+
+
 def unknown_builtin_fields(resource: str, obj: dict[str, Any]) -> list[str]:
     """Paths of fields the 1.37 definitions do not know: `fieldValidation=Strict` rejects them."""
     kind = BUILTIN_KINDS.get(resource)

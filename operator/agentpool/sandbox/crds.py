@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 from types import ModuleType
 from typing import Any
 
@@ -53,6 +54,11 @@ def check_definition(crd: dict[str, Any]) -> list[Cause]:
                 f'Invalid value: "{name}": must be spec.names.plural+"."+spec.group',
             )
         )
+    for index, version in enumerate(versions):
+        schema = ((version.get("schema") or {}) if isinstance(version, dict) else {}).get(
+            "openAPIV3Schema"
+        )
+        causes.extend(_pattern_causes(schema, f"spec.versions[{index}].schema.openAPIV3Schema"))
     if f"{plural}.{group}" in _BUILTIN_KEYS:
         causes.append(
             field_cause(
@@ -60,6 +66,35 @@ def check_definition(crd: dict[str, Any]) -> list[Cause]:
             )
         )
     return causes
+
+
+def _pattern_causes(schema: Any, path: str) -> list[Cause]:
+    """apiextensions refuses a schema whose `pattern` is no regular expression."""
+    if isinstance(schema, list):
+        return [c for i, item in enumerate(schema) for c in _pattern_causes(item, f"{path}[{i}]")]
+    if not isinstance(schema, dict):
+        return []
+    found: list[Cause] = []
+    pattern = schema.get("pattern")
+    if isinstance(pattern, str):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            found.append(
+                field_cause(
+                    "FieldValueInvalid",
+                    f"{path}.pattern",
+                    f'Invalid value: "{pattern}": must be a valid regular expression, but '
+                    f"isn't: error parsing regexp: {exc}",
+                )
+            )
+    for key, value in schema.items():
+        if key in ("properties", "patternProperties", "definitions") and isinstance(value, dict):
+            for name, sub in value.items():
+                found.extend(_pattern_causes(sub, f"{path}.{key}[{name}]"))
+        elif key in ("items", "additionalProperties", "not", "allOf", "anyOf", "oneOf"):
+            found.extend(_pattern_causes(value, f"{path}.{key}"))
+    return found
 
 
 def established_status(crd: dict[str, Any], now: str) -> dict[str, Any]:
@@ -155,6 +190,18 @@ class SchemaCache:
             return []
         unknown: list[str] = find(key, obj)
         return unknown
+
+    def decode_errors(self, key: str, obj: dict[str, Any], *, whole: bool) -> list[str]:
+        """Fields a typed decoder could not unmarshal (wrong JSON types): a 400, not a 422.
+
+        Without `whole`, only `apiVersion`, `kind` and `metadata` (cheap, checked first).
+        """
+        module = self._schema_module()
+        find = getattr(module, "decode_errors", None) if module else None
+        if find is None:
+            return []
+        found: list[str] = find(key, obj, whole=whole)
+        return found
 
     def validate_builtin(self, key: str, obj: dict[str, Any]) -> list[Cause]:
         module = self._schema_module()

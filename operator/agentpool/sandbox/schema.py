@@ -30,11 +30,16 @@ from functools import lru_cache
 from typing import Any
 
 from agentpool.sandbox import causes, cel
-from agentpool.sandbox.builtin import unknown_builtin_fields, validate_builtin
+from agentpool.sandbox.builtin import decode_errors, unknown_builtin_fields, validate_builtin
 from agentpool.sandbox.causes import Cause, PathPart, field_path, json_type
 from agentpool.sandbox.objectmeta import prune_object_meta, validate_object_meta
 
-__all__ = ["CustomResourceSchema", "unknown_builtin_fields", "validate_builtin"]
+__all__ = [
+    "CustomResourceSchema",
+    "decode_errors",
+    "unknown_builtin_fields",
+    "validate_builtin",
+]
 
 Schema = dict[str, Any]
 

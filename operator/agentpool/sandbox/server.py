@@ -515,7 +515,7 @@ class ApiServer:
         if initial_events:
             since = None
         bookmarks = query.get("allowWatchBookmarks") in _TRUE
-        timeout = float(query["timeoutSeconds"]) if query.get("timeoutSeconds") else None
+        timeout = _seconds_parameter(query, "timeoutSeconds")
         response = web.StreamResponse(headers={"Content-Type": JSON_TYPE})
         response.enable_chunked_encoding()
         try:
@@ -618,6 +618,19 @@ def _review(rtype: ResourceType, body: Obj) -> Obj:
         "metadata": {"creationTimestamp": None, **(body.get("metadata") or {})},
         "status": status,
     }
+
+
+def _seconds_parameter(query: Any, name: str) -> float | None:
+    """An integer query parameter; anything else is a 400, as the API server's decoder says."""
+    raw = query.get(name)
+    if not raw:
+        return None
+    try:
+        return float(int(raw))
+    except ValueError:
+        raise errors.bad_request(
+            f'{name}: strconv.ParseInt: parsing "{raw}": invalid syntax'
+        ) from None
 
 
 def _strict(request: web.Request) -> bool:

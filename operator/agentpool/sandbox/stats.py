@@ -127,11 +127,20 @@ def pool_from_selector(selector: str | None) -> str | None:
 
 def pool_of_object(resource: str, obj: Mapping[str, Any]) -> str | None:
     """The pool an object belongs to: pod label or BuildStep `spec.pool`."""
+    # Any JSON can come in a request body: only well-shaped objects name a pool.
     if resource == BUILDSTEPS:
-        pool = (obj.get("spec") or {}).get("pool")
+        pool = _member(obj, "spec", "pool")
     else:
-        pool = ((obj.get("metadata") or {}).get("labels") or {}).get(POOL_LABEL)
+        pool = _member(obj, "metadata", "labels", POOL_LABEL)
     return pool if isinstance(pool, str) and pool else None
+
+
+def _member(obj: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
 
 
 @dataclass

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agentpool.sandbox import errors, kinds, patching
+from agentpool.sandbox.causes import json_type
 from agentpool.sandbox.crds import SchemaCache, check_definition, established_status
 from agentpool.sandbox.errors import ApiError, Cause, field_cause
 from agentpool.sandbox.resources import CRD_KEY, NAMESPACES_KEY, Registry, ResourceType
@@ -58,6 +59,10 @@ _IMMUTABLE_META = (
 
 def now_timestamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# Go's names for JSON types, as encoding/json words an unmarshalling error.
+_GO_JSON_TYPES = {"integer": "number", "boolean": "bool"}
 
 
 def _meta(obj: Obj) -> Obj:
@@ -304,6 +309,26 @@ class Store:
                 "error: " + ", ".join(f'unknown field "{u}"' for u in unknown),
             )
 
+    def _decode(self, rtype: ResourceType, obj: Any, *, whole: bool = False) -> Obj:
+        """The body as a typed decoder sees it: an object whose envelope has the right types.
+
+        A real API server decodes into Go structs before defaulting or validating anything, so
+        a wrong JSON type is a 400 BadRequest naming the field, never a 422 (nor a crash here).
+        """
+        if not isinstance(obj, dict):
+            raise errors.bad_request(
+                f'{rtype.kind} in version "{rtype.version}" cannot be handled as a {rtype.kind}: '
+                f"json: cannot unmarshal {_GO_JSON_TYPES.get(json_type(obj), json_type(obj))} "
+                f"into Go value of type {rtype.kind}"
+            )
+        found = self._schemas.decode_errors(rtype.key, obj, whole=whole)
+        if found:
+            raise errors.bad_request(
+                f'{rtype.kind} in version "{rtype.version}" cannot be handled as a {rtype.kind}: '
+                + "; ".join(found)
+            )
+        return obj
+
     def _admit(self, rtype: ResourceType, obj: Obj, old: Obj | None, strict: bool = False) -> Obj:
         """Schema pruning, defaulting and validation; raises 422 with field causes."""
         causes: list[Cause]
@@ -314,11 +339,15 @@ class Store:
             version = obj["apiVersion"].rpartition("/")[2]
             obj, causes = self._schemas.admit(rtype.key, crd, version, obj, old, strict=strict)
         elif rtype.key == CRD_KEY:
+            # check_definition reads the spec's shape: wrong types stop at decoding first.
+            self._decode(rtype, obj, whole=True)
             causes = check_definition(obj)
             if not causes:
                 causes = self._schemas.validate_builtin(rtype.key, obj)
         else:
             causes = self._schemas.validate_builtin(rtype.key, obj)
+        if any(c["reason"] == "FieldValueTypeInvalid" for c in causes) and not rtype.custom:
+            self._decode(rtype, obj, whole=True)
         if causes:
             raise errors.invalid(rtype.group, rtype.kind, obj["metadata"].get("name", ""), causes)
         return obj
@@ -333,9 +362,7 @@ class Store:
         strict: bool = False,
     ) -> Obj:
         rtype = self.resource_type(resource)
-        obj = patching.clone(obj)
-        if not isinstance(obj, dict):
-            raise errors.bad_request("the body must be a JSON object")
+        obj = self._decode(rtype, patching.clone(obj))
         if strict:
             self._check_strict_builtin(rtype, obj)
         namespace = self._scope(rtype, namespace, obj)
@@ -356,8 +383,10 @@ class Store:
             meta.pop("generation", None)
         if rtype.custom and rtype.status_subresource:
             obj.pop("status", None)
-        kinds.prepare_create(rtype.key, obj)
+        # Validation before the kind's defaults: these fill only optional fields, and assume
+        # the shapes that validation guarantees.
         obj = self._admit(rtype, obj, None, strict)
+        kinds.prepare_create(rtype.key, obj)
         if rtype.key == CRD_KEY:
             obj["status"] = established_status(obj, meta["creationTimestamp"])
         if dry_run:
@@ -489,8 +518,7 @@ class Store:
     ) -> Obj:
         rtype = self.resource_type(resource)
         old = self._find(rtype, namespace if rtype.namespaced else None, name)
-        if not isinstance(obj, dict):
-            raise errors.bad_request("the body must be a JSON object")
+        obj = self._decode(rtype, obj)
         if strict:
             self._check_strict_builtin(rtype, obj)
         body_ns = (obj.get("metadata") or {}).get("namespace")
@@ -526,18 +554,19 @@ class Store:
             old = self._find(rtype, scope, name)
         except ApiError as exc:
             if patch_type == patching.APPLY and exc.code == 404 and subresource is None:
-                applied = dict(body) if isinstance(body, dict) else body
+                applied = dict(self._decode(rtype, body))
                 if isinstance(applied, dict):
                     applied.setdefault("metadata", {})
                     applied["metadata"] = {**applied["metadata"], "name": name}
                 return self.create(resource, namespace, applied, dry_run=dry_run, strict=strict)
             raise
         if patch_type == patching.JSON:
-            candidate = patching.json_patch(old, body)
+            candidate = self._decode(rtype, patching.json_patch(old, body))
             wanted = candidate.get("metadata", {}).get("resourceVersion")
         else:
             if not isinstance(body, dict):
                 raise errors.bad_request("the patch must be a JSON object")
+            self._decode(rtype, body)
             wanted = (body.get("metadata") or {}).get("resourceVersion")
             if strict and patch_type == patching.APPLY:
                 self._check_strict_builtin(rtype, body)
@@ -546,6 +575,7 @@ class Store:
             else:
                 schema = patching.schema_for(rtype.group, rtype.version, rtype.kind)
                 candidate = patching.strategic_merge_patch(old, body, schema)
+            candidate = self._decode(rtype, candidate)
         self._check_version(rtype, old, wanted, required=False)
         new = self._prepare_update(rtype, old, candidate, subresource)
         return self._write(rtype, old, new, dry_run, strict)
