@@ -90,6 +90,7 @@ def test_get_yaml_shows_defaults_and_server_fields(crds: Cluster, namespace: str
     assert pool["metadata"]["namespace"] == namespace
     assert pool["spec"]["sessions"] == {
         "batchWindow": "50ms",
+        "detachAfter": "2s",
         "maxSteps": 100,
         "linger": "2s",
         "pollInterval": "2s",
