@@ -162,7 +162,13 @@ class StatusWriter:
                             await pending.wake.wait()
                 fields, pending.fields = pending.fields, {}
                 pending.retry_after = None
-                if await self._write(key, pending.pool, fields):
+                if await self._write(key, pending.pool, fields, retrying=backoff.failures):
+                    if backoff.failing:
+                        log.info(
+                            "status of %s/%s written after %d failure(s)",
+                            *key,
+                            backoff.failures,
+                        )
                     backoff.succeeded()
                     pending.writes += 1
                     continue
@@ -178,8 +184,13 @@ class StatusWriter:
                 pending.done.set()
             self._check_idle()
 
-    async def _write(self, key: tuple[str, str], pool: str, fields: dict[str, Any]) -> bool:
+    async def _write(
+        self, key: tuple[str, str], pool: str, fields: dict[str, Any], *, retrying: int = 0
+    ) -> bool:
+        """One attempt; `retrying`: failures before it (only the first failure is a warning,
+        so an API server failing every write costs one line per step, not one per attempt)."""
         namespace, name = key
+        warn = log.debug if retrying else log.warning
         quota = self._quota_for(pool)
         try:
             if quota is None:
@@ -190,7 +201,7 @@ class StatusWriter:
                     self.requests += 1
                     await self._patch(namespace, name, fields)
         except QuotaTimeout as error:
-            log.warning("status of %s/%s waits for the quota: %s", namespace, name, error)
+            warn("status of %s/%s waits for the quota: %s", namespace, name, error)
             self._attempted(key, error)
             return False
         except ApiException as error:
@@ -206,10 +217,10 @@ class StatusWriter:
                 pending = self._pending.get(key)
                 if pending is not None:
                     pending.retry_after = retry_after
-            log.warning("status of %s/%s: HTTP %s, retrying", namespace, name, error.status)
+            warn("status of %s/%s: HTTP %s, retrying", namespace, name, error.status)
             return False
         except Exception as error:  # a write that must not be lost: keep trying
-            log.warning("status of %s/%s: %r, retrying", namespace, name, error)
+            warn("status of %s/%s: %r, retrying", namespace, name, error)
             return False
         self._attempted(key, None)
         return True
