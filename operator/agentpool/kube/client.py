@@ -35,6 +35,7 @@ __all__ = [
     "new_api_client",
     "new_exec_client",
     "patch_status",
+    "read_pod",
 ]
 
 GROUP: Final = "agentpool.dev"
@@ -189,3 +190,14 @@ async def list_pods(api: ApiClient, namespace: str, label_selector: str) -> list
     """Pods of a namespace matching a label selector, as dicts."""
     pods = await CoreV1Api(api).list_namespaced_pod(namespace, label_selector=label_selector)
     return [_as_dict(api, pod) for pod in pods.items]
+
+
+async def read_pod(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    """One pod as a dict; None when it does not exist (404)."""
+    try:
+        pod = await CoreV1Api(api).read_namespaced_pod(name, namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return _as_dict(api, pod)

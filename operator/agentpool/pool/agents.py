@@ -18,7 +18,7 @@ from agentpool.pool.lease import AgentLease
 from agentpool.pool.readiness import AgentStatus
 from agentpool.pool.scaling import DeletionReason
 
-__all__ = ["AgentRecord", "PodView", "resource_version"]
+__all__ = ["AgentRecord", "PodView", "gone_reason", "resource_version"]
 
 # Long enough for any stale list response or late watch event to have arrived.
 TOMBSTONE_TTL = timedelta(minutes=5)
@@ -33,6 +33,20 @@ def resource_version(pod: Mapping[str, Any]) -> int | None:
         return int(str(value))
     except (TypeError, ValueError):
         return None
+
+
+def gone_reason(pod: Mapping[str, Any] | None) -> str | None:
+    """Why `pod` (as read from the API server; None: 404) can no longer run steps, or None
+    while it can. Only this confirms an agent lost: an exec refused or throttled does not."""
+    if pod is None:
+        return "PodVanished: the agent pod no longer exists"
+    meta = pod.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return "PodDeleting: the agent pod is being deleted"
+    phase = (pod.get("status") or {}).get("phase")
+    if phase in ("Succeeded", "Failed"):
+        return f"PodTerminated: the agent pod's phase is {phase}"
+    return None
 
 
 def _newer(candidate: Mapping[str, Any], current: Mapping[str, Any]) -> bool:

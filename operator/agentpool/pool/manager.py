@@ -7,16 +7,18 @@ to the pool's controller, waiting for a pool that does not exist yet.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
 
+from agentpool.kube import client as kube
 from agentpool.kube.events import EventRecorder
 from agentpool.kube.quota import QuotaRegistry
 from agentpool.metrics import METRICS, Catalogue
 from agentpool.model import StepCounts
-from agentpool.pool import manifest
+from agentpool.pool import agents, manifest
 from agentpool.pool.controller import PoolController
 from agentpool.pool.lease import AgentLease, LeaseTimeout
 from agentpool.pool.settings import ControllerSettings
@@ -24,6 +26,8 @@ from agentpool.pool.settings import ControllerSettings
 __all__ = ["PoolManager", "StepCounter"]
 
 StepCounter = Callable[[str], StepCounts]
+
+_log = logging.getLogger(__name__)
 
 
 class PoolManager:
@@ -129,6 +133,21 @@ class PoolManager:
         return await controller.acquire(
             build_key, timeout=max(0.0, deadline - loop.time()), prefer=prefer
         )
+
+    async def agent_gone(self, pool_key: str, namespace: str, pod: str) -> str | None:
+        """Why the agent `pod` is lost, confirmed by reading the pod from the API server (through
+        the pool's quota), or None while it is alive or the server cannot tell (an error:
+        unconfirmed is not lost)."""
+        controller = self._controllers.get(pool_key)
+        if controller is None:
+            return f"PoolGone: pool {pool_key} was deleted"
+        try:
+            async with controller.quota.slot("get", f"pods/{namespace}/{pod}"):
+                found = await kube.read_pod(controller.api, namespace, pod)
+        except Exception as error:
+            _log.info("pool %s: cannot confirm agent %s: %s", pool_key, pod, error)
+            return None
+        return agents.gone_reason(found)
 
     def release(self, lease: AgentLease, *, delete: bool = False) -> None:
         """Give the agent back (ephemeral pools, or `delete`, remove it)."""

@@ -46,6 +46,9 @@ class PoolAgents:
         if isinstance(lease, AgentLease):
             self._manager.release(lease, delete=delete)
 
+    async def agent_gone(self, pool: str, namespace: str, pod: str) -> str | None:
+        return await self._manager.agent_gone(pool, namespace, pod)
+
     def waiting_builds(self, pool: str) -> int:
         controller = self._manager.controller(pool)
         return controller.waiting_builds() if controller is not None else 0

@@ -42,6 +42,10 @@ class AgentSource(Protocol):
         long as it takes); `prefer` names the agent the build ran on before."""
 
     async def release(self, lease: Lease, *, delete: bool) -> None: ...
+    async def agent_gone(self, pool: str, namespace: str, pod: str) -> str | None:
+        """Why `pod` is lost (deleted, being deleted, terminal), confirmed from the API server;
+        None while it is alive or the server cannot tell."""
+
     def notify(self, pool: str) -> None:
         """The pool's queued/running step counts changed."""
 

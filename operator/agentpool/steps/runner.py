@@ -18,7 +18,8 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from agentpool.kube.exec import ExecConnectError, ExecError
+from agentpool.kube.backoff import Backoff, BackoffPolicy, is_throttled
+from agentpool.kube.exec import ExecError
 from agentpool.kube.quota import ApiQuota, QuotaTimeout
 from agentpool.model import AgentPoolSpec, StepPhase
 from agentpool.steps import handover
@@ -35,8 +36,11 @@ __all__ = ["BuildRunner"]
 
 log = logging.getLogger(__name__)
 
-# A session that cannot be (re)opened this many times in a row has lost its step.
+# A session that cannot be (re)opened this many times in a row (throttling aside) makes the
+# runner ask the API server whether its agent is gone.
 MAX_SESSION_FAILURES = 5
+# Re-opening a session into the same agent: throttled or failing, never faster than this.
+EXEC_BACKOFF = BackoffPolicy(base=0.1, cap=10.0)
 # How often an idle build looks for builds waiting for an agent of its pool.
 HAND_OVER_POLL = 0.05
 # After a restart, how long a step found Running waits to lease its agent (the pool lists its
@@ -286,10 +290,13 @@ class BuildRunner:
 
     async def _attempt(self, run: StepRun, container: str, spec: AgentPoolSpec) -> StepResult:
         """Run (or resume) the current attempt until its result; raise InfrastructureFailure."""
-        failures = 0
+        failures = 0  # in a row, throttling aside
+        backoff = Backoff(EXEC_BACKOFF)
         resuming = False  # collecting a step detached earlier: keep the build's place in line
         loop = asyncio.get_running_loop()
         while True:
+            if run.deleted.is_set() and not run.submitted:
+                return StepResult(-1, "cancelled", 0)  # deleted while the API server throttled
             namespace, pod, lost = await self._agent_for(run)
             quota = self._quota(spec)
             if not run.submitted and self._placed != pod:
@@ -303,28 +310,23 @@ class BuildRunner:
                     raise InfrastructureFailure(Failure.QUOTA_TIMEOUT, str(error)) from None
                 log.warning("step %s/%s waits to be resumed: %s", run.namespace, run.name, error)
                 continue
-            except ExecConnectError as error:
-                failures += 1
-                if error.status == 404 or failures >= MAX_SESSION_FAILURES:
-                    self._drop_lease_if(pod)
-                    raise InfrastructureFailure(Failure.AGENT_LOST, str(error)) from None
-                await asyncio.sleep(min(0.05 * 2**failures, 2.0))
-                continue
             except (ExecError, SessionLost, OSError) as error:
-                failures += 1
-                if failures >= MAX_SESSION_FAILURES:
-                    raise InfrastructureFailure(Failure.SESSION_LOST, str(error)) from None
-                await asyncio.sleep(min(0.05 * 2**failures, 2.0))
+                failures = await self._exec_failed(
+                    run, (namespace, pod), error, failures=failures, backoff=backoff
+                )
                 continue
+            backoff.succeeded()
             session = opened.session
             # Before the write: once any of the message may have left, the step may run.
             run.submitted = True
             run.agent, run.session = pod, session.nonce
             try:
                 handle = await session.submit(run.request(), offset=run.offset)
-            except SessionLost:
+            except SessionLost as error:
                 await self._sessions.drop(pod, container)
-                failures += 1
+                failures = await self._exec_failed(
+                    run, (namespace, pod), error, failures=failures, backoff=backoff
+                )
                 continue
             opened.steps += 1
             handle.on_output = lambda _offset, data: run.add_output(data)
@@ -383,6 +385,53 @@ class BuildRunner:
                 await first_done([lost.wait(), run.deleted.wait()], within=delay)
                 break
             failures = 0 if handle.offset > 0 or handle.pid is not None else failures
+
+    async def _exec_failed(
+        self,
+        run: StepRun,
+        where: tuple[str, str],
+        error: Exception,
+        *,
+        failures: int,
+        backoff: Backoff,
+    ) -> int:
+        """Back off before the same agent is tried again; returns the failures in a row.
+
+        Throttling (429/503, the server's Retry-After honoured) is waited out however long it
+        lasts and never counts: the agent and its workspace stay the build's. Other failures
+        count; a 404, or `MAX_SESSION_FAILURES` in a row, asks the API server whether the pod
+        is really gone or terminal: only then is the agent lost (AgentLost). An agent that is
+        alive but keeps refusing fails the attempt as SessionLost (retried per spec.retries on
+        the same agent, which the build keeps)."""
+        namespace, pod = where
+        status = getattr(error, "status", None)
+        retry_after = getattr(error, "retry_after", None)
+        throttled = is_throttled(status)
+        if not throttled:
+            failures += 1
+            if status == 404 or failures >= MAX_SESSION_FAILURES:
+                gone = await self.ctx.agents.agent_gone(self.pool, namespace, pod)
+                if gone is not None:
+                    self._drop_lease_if(pod)
+                    raise InfrastructureFailure(Failure.AGENT_LOST, f"agent {pod}: {gone}")
+                if failures >= MAX_SESSION_FAILURES:
+                    raise InfrastructureFailure(
+                        Failure.SESSION_LOST,
+                        f"{error} ({failures} times in a row; agent {pod} is still running)",
+                    )
+        delay = backoff.failed(str(error), retry_after=retry_after)
+        log.log(
+            logging.INFO if throttled else logging.WARNING,
+            "step %s/%s: %s; trying agent %s again in %.1f s%s",
+            run.namespace,
+            run.name,
+            error,
+            pod,
+            delay,
+            " (the API server asks for patience)" if throttled else "",
+        )
+        await first_done([run.deleted.wait()], within=delay)
+        return failures
 
     def _detach_wanted(
         self, quota: ApiQuota, opened: OpenSession, run: StepRun, spec: AgentPoolSpec

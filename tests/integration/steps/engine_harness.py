@@ -22,6 +22,7 @@ from agentpool.kube import client as kube
 from agentpool.kube.quota import ApiQuota, QuotaRegistry
 from agentpool.metrics import Catalogue
 from agentpool.model import AgentPoolSpec, StepPhase
+from agentpool.pool.agents import gone_reason
 from agentpool.sandbox import profiles
 from agentpool.sandbox.cluster import Sandbox
 from agentpool.steps.context import Preference
@@ -75,6 +76,7 @@ class StaticAgents:
         self.released: list[tuple[str, bool]] = []
         self.pod_pool: dict[str, str] = {}
         self.waiters: collections.Counter[str] = collections.Counter()
+        self.sandbox: Sandbox | None = None
 
     def add_pool(self, key: str, body: dict[str, Any], pods: list[str]) -> None:
         spec = AgentPoolSpec.from_body(body["spec"])
@@ -106,6 +108,15 @@ class StaticAgents:
 
     def waiting_builds(self, pool: str) -> int:
         return self.waiters[pool]
+
+    async def agent_gone(self, pool: str, namespace: str, pod: str) -> str | None:
+        # What the pool layer would read from the API server.
+        assert self.sandbox is not None
+        try:
+            found = self.sandbox.store.get("pods", namespace, pod)
+        except Exception:
+            return "PodVanished: the agent pod no longer exists"
+        return gone_reason(found)
 
     def notify(self, pool: str) -> None:
         pass  # no pool status to refresh
@@ -231,6 +242,7 @@ async def engine_on_sandbox(
         metrics = Catalogue(CollectorRegistry())
         quotas = QuotaRegistry(metrics)
         agents = StaticAgents(quotas)
+        agents.sandbox = sb
         for name, (spec, count) in pools.items():
             body = pool_body(name, **spec)
             with contextlib.suppress(Exception):
