@@ -305,6 +305,9 @@ class ContainerRuntime:
             env=env,
             cwd=cwd,
         )
+        if existing is not None and container.log_path.exists():
+            # A restart: the new instance logs afresh, the last one stays for `previous=true`.
+            container.log_path.replace(previous_log_path(container.log_path))
         container.log_path.touch()
         argv = container_argv(spec, env)
         if argv:
@@ -420,6 +423,11 @@ class ContainerRuntime:
         for namespace, pod in list(self._pods):
             await self.remove_pod(namespace, pod)
         await reaper.reap(self.marker())
+
+
+def previous_log_path(log_path: Path) -> Path:
+    """`<container>.previous.log`: no container's own log, as names cannot contain dots."""
+    return log_path.with_suffix(".previous.log")
 
 
 def _container_spec(pod: Mapping[str, Any], name: str) -> Mapping[str, Any]:

@@ -25,8 +25,13 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from agentpool.sandbox import exec as exec_channel
-from agentpool.sandbox import profiles, stats
-from agentpool.sandbox.containers import Container, ContainerRuntime, PodGone
+from agentpool.sandbox import lifecycle, profiles, stats
+from agentpool.sandbox.containers import (
+    Container,
+    ContainerRuntime,
+    PodGone,
+    previous_log_path,
+)
 from agentpool.sandbox.errors import ApiError
 
 if TYPE_CHECKING:
@@ -217,7 +222,9 @@ class Kubelet:
         namespace, name = metadata.get("namespace"), metadata["name"]
         history = profiles.PodHistory()
         pod_ip = self._pod_ip(str(metadata.get("uid", "")))
-        for step in profile.timeline(profiles.pod_rng(pod)):
+        steps = profile.timeline(profiles.pod_rng(pod))
+        step = next(steps, None)
+        while step is not None:
             current = self.store.get("pods", namespace, name)
             if current["metadata"].get("uid") != metadata.get("uid"):
                 return
@@ -231,7 +238,112 @@ class Kubelet:
                 name,
                 functools.partial(_set_status, status=status, scheduled=step.scheduled),
             )
-            await asyncio.sleep(step.duration * self.scale)
+            following = next(steps, None)
+            # The last step of a profile without a loop holds for good.
+            hold = step.duration * self.scale if following is not None else None
+            if step.containers.state == "running":
+                if await self._until_exit(current, hold):
+                    # A main process exited by itself: the real outcome takes over.
+                    await self._run_after_exit(current, history)
+                    return
+            elif hold is not None:
+                await asyncio.sleep(hold)
+            step = following
+
+    def _containers(self, pod: dict[str, Any]) -> list[tuple[str, Container | None]]:
+        namespace, name = pod["metadata"].get("namespace"), pod["metadata"]["name"]
+        return [
+            (container, self.runtime.container(namespace, name, container))
+            for container in exec_channel.container_names(pod)
+        ]
+
+    async def _until_exit(self, pod: dict[str, Any], hold: float | None) -> bool:
+        """Wait `hold` seconds (None: for good); True as soon as a main process exits."""
+        waiters = [r.main.waiter for _, r in self._containers(pod) if r and r.main is not None]
+        if not waiters:
+            if hold is not None:
+                await asyncio.sleep(hold)
+            return False
+        done, _ = await asyncio.wait(waiters, timeout=hold, return_when=asyncio.FIRST_COMPLETED)
+        return bool(done)
+
+    async def _run_after_exit(self, pod: dict[str, Any], history: profiles.PodHistory) -> None:
+        """Containers exit, restart (with back-off) or stay down as `restartPolicy` says."""
+        metadata = pod["metadata"]
+        namespace, name, uid = metadata.get("namespace"), metadata["name"], metadata.get("uid")
+        policy = lifecycle.restart_policy(pod)
+        images = {
+            str(c.get("name")): str(c.get("image", ""))
+            for c in (pod.get("spec") or {}).get("containers") or []
+        }
+        previous = history.last_terminated
+        last = {k: v for k, v in previous.items() if k != "restart"} if previous else None
+
+        def container_id(container: str, restarts: int) -> str:
+            return f"sandbox://{str(uid)[:8]}-{container}-{restarts}"
+
+        runs = [
+            lifecycle.ContainerRun(
+                name=container,
+                image=images.get(container, ""),
+                restart_count=history.restart_count,
+                started_at=history.started_at,
+                last_terminated=last,
+                container_ids=[container_id(container, history.restart_count)],
+            )
+            for container in exec_channel.container_names(pod)
+        ]
+        backoffs: dict[str, float] = {}
+        deadlines: dict[str, float] = {}
+        loop = asyncio.get_running_loop()
+
+        def publish() -> None:
+            now = timestamp()
+
+            def mutate(obj: dict[str, Any]) -> None:
+                obj["status"] = lifecycle.pod_status(
+                    obj.get("status") or {}, obj, runs, backoffs, now
+                )
+
+            self.store.update_status("pods", namespace, name, mutate)
+
+        while True:
+            exits = False
+            for run in runs:
+                record = self.runtime.container(namespace, name, run.name)
+                main = record.main if record is not None else None
+                if run.state == "running" and main is not None and main.waiter.done():
+                    wait = lifecycle.exited(run, main.waiter.result(), timestamp(), policy)
+                    exits = True
+                    if wait is not None:
+                        backoffs[run.name] = wait
+                        deadlines[run.name] = (
+                            loop.time() + wait * lifecycle.BACKOFF_SCALE * self.scale
+                        )
+            if exits:
+                publish()
+            if lifecycle.phase(runs) != "Running":
+                return
+            due = [r for r in runs if r.state == "backoff" and deadlines[r.name] <= loop.time()]
+            for run in due:
+                current = self.store.get("pods", namespace, name)
+                await self.runtime.start(current, run.name)
+                lifecycle.restarted(run, timestamp(), container_id(run.name, run.restart_count + 1))
+            if due:
+                publish()
+            waiters = []
+            for run in runs:
+                record = self.runtime.container(namespace, name, run.name)
+                if run.state == "running" and record is not None and record.main is not None:
+                    waiters.append(record.main.waiter)
+            pending = [deadlines[r.name] - loop.time() for r in runs if r.state == "backoff"]
+            timeout = max(0.0, min(pending)) if pending else None
+            if not waiters and timeout is None:
+                return  # what still runs has no process: nothing can change any more
+            if waiters:
+                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await asyncio.sleep(timeout or 0.0)
 
     async def _apply_containers(
         self, pod: dict[str, Any], step: profiles.Step, history: profiles.PodHistory, pod_ip: str
@@ -338,15 +450,16 @@ async def log_handler(request: web.Request) -> web.StreamResponse:
         kubelet = request.app[KUBELET_KEY].get()
         pod = kubelet.store.get("pods", namespace, name)
         container = exec_channel.select_container(pod, request.query.get("container") or None)
-        if request.query.get("previous", "") in _TRUE:
+        previous = request.query.get("previous", "") in _TRUE
+        tail_lines = _int_param(request, "tailLines")
+        limit = _int_param(request, "limitBytes")
+        record = kubelet.runtime.container(namespace, name, container)
+        if previous and (record is None or not previous_log_path(record.log_path).exists()):
             raise ApiError(
                 400,
                 "BadRequest",
                 f'previous terminated container "{container}" in pod "{name}" not found',
             )
-        tail_lines = _int_param(request, "tailLines")
-        limit = _int_param(request, "limitBytes")
-        record = kubelet.runtime.container(namespace, name, container)
         if record is None:
             raise ApiError(
                 400,
@@ -356,10 +469,11 @@ async def log_handler(request: web.Request) -> web.StreamResponse:
             )
     except ApiError as error:
         return _error_response(error)
-    data = tail(await asyncio.to_thread(_read, record.log_path), tail_lines)
+    path = previous_log_path(record.log_path) if previous else record.log_path
+    data = tail(await asyncio.to_thread(_read, path), tail_lines)
     if limit is not None:
         data = data[:limit]
-    if request.query.get("follow", "") not in _TRUE:
+    if previous or request.query.get("follow", "") not in _TRUE:
         return web.Response(body=data, content_type="text/plain", charset="utf-8")
     return await _follow(request, kubelet, record, data, limit)
 
