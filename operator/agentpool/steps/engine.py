@@ -176,7 +176,11 @@ class StepEngine:
         runner = self._runner(key, queue, pool)
         runner.add(run)
         self.agents.notify(pool)
-        if phase is not StepPhase.RUNNING:
+        head = queue.next()
+        # Only the build's next step says Queued: the others wait for their own build, and a
+        # write each would double the API requests of a queued build (the final phase is one
+        # request per step already). A write not yet sent merges into the step's next one.
+        if phase is not StepPhase.RUNNING and head is not None and head.step.name == name:
             self._write(
                 run,
                 {
