@@ -77,6 +77,9 @@ def api_resource_list(registry: Registry, group: str, version: str) -> Obj | Non
         resources.append(_entry(rtype))
         if rtype.status_subresource:
             resources.append(_sub_entry(rtype, f"{rtype.plural}/status", rtype.kind, _STATUS_VERBS))
+        if rtype.scale is not None:
+            scale = _sub_entry(rtype, f"{rtype.plural}/scale", "Scale", ["get", "patch", "update"])
+            resources.append({**scale, "group": "autoscaling", "version": "v1"})
         if rtype.key == "pods":
             for name, (kind, verbs) in _POD_SUBRESOURCES.items():
                 resources.append(_sub_entry(rtype, name, kind, verbs))

@@ -29,6 +29,8 @@ class ResourceType:
     printer_columns: tuple[dict[str, Any], ...] = field(default=(), compare=False)
     # Create-only review resources (access and identity checks) that are answered, not stored.
     review: bool = False
+    # The `scale` subresource: (specReplicasPath, statusReplicasPath, labelSelectorPath).
+    scale: tuple[str, str, str | None] | None = None
 
     @property
     def key(self) -> str:
@@ -78,6 +80,10 @@ _EVENT_FIELDS = (
 )
 
 
+# Workloads' scale: replicas, and the selector a Scale reports as a string.
+_WORKLOAD_SCALE = (".spec.replicas", ".status.replicas", ".spec.selector")
+
+
 def _t(
     group: str,
     version: str,
@@ -90,6 +96,7 @@ def _t(
     status: bool = False,
     generation: bool = True,
     fields: tuple[str, ...] = (),
+    scale: bool = False,
 ) -> ResourceType:
     return ResourceType(
         group=group,
@@ -103,6 +110,7 @@ def _t(
         status_subresource=status,
         generation=generation,
         selectable_fields=fields,
+        scale=_WORKLOAD_SCALE if scale else None,
     )
 
 
@@ -149,6 +157,7 @@ BUILTINS: tuple[ResourceType, ...] = (
         short=("deploy",),
         categories=("all",),
         status=True,
+        scale=True,
     ),
     _t(
         "apps",
@@ -158,9 +167,19 @@ BUILTINS: tuple[ResourceType, ...] = (
         short=("sts",),
         categories=("all",),
         status=True,
+        scale=True,
     ),
     _t("apps", "v1", "daemonsets", "DaemonSet", short=("ds",), categories=("all",), status=True),
-    _t("apps", "v1", "replicasets", "ReplicaSet", short=("rs",), categories=("all",), status=True),
+    _t(
+        "apps",
+        "v1",
+        "replicasets",
+        "ReplicaSet",
+        short=("rs",),
+        categories=("all",),
+        status=True,
+        scale=True,
+    ),
     _t("batch", "v1", "jobs", "Job", categories=("all",), status=True),
     _t("batch", "v1", "cronjobs", "CronJob", short=("cj",), categories=("all",), status=True),
     _t("rbac.authorization.k8s.io", "v1", "roles", "Role", generation=False),
@@ -277,9 +296,20 @@ def _crd_version_types(crd: dict[str, Any]) -> list[ResourceType]:
                 custom=True,
                 selectable_fields=selectable,
                 printer_columns=tuple(version.get("additionalPrinterColumns") or ()),
+                scale=_crd_scale(subresources.get("scale")),
             )
         )
     return types
+
+
+def _crd_scale(scale: Any) -> tuple[str, str, str | None] | None:
+    if not isinstance(scale, dict) or not scale.get("specReplicasPath"):
+        return None
+    return (
+        str(scale["specReplicasPath"]),
+        str(scale.get("statusReplicasPath") or ".status.replicas"),
+        str(scale["labelSelectorPath"]) if scale.get("labelSelectorPath") else None,
+    )
 
 
 class Registry:

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from agentpool.sandbox import discovery, errors, patching, protobuf, tables
+from agentpool.sandbox import discovery, errors, patching, protobuf, scale, tables
 from agentpool.sandbox.errors import ApiError
 from agentpool.sandbox.openapi_protobuf import MEDIA_TYPE as OPENAPI_V2_PROTOBUF
 from agentpool.sandbox.openapi_protobuf import (
@@ -286,6 +286,8 @@ class ApiServer:
 
     async def _dispatch(self, request: web.Request, target: Target) -> web.StreamResponse:
         method, query = request.method, request.query
+        if target.subresource == "scale" and target.rtype.scale is not None:
+            return await self._scale(request, target, query.get("dryRun") == "All")
         if target.subresource not in (None, "status") or (
             target.subresource == "status" and not target.rtype.status_subresource
         ):
@@ -448,6 +450,37 @@ class ApiServer:
             strict=_strict(request),
         )
         return self._render_one(request, target, patched, 200 if existed else 201)
+
+    async def _scale(self, request: web.Request, target: Target, dry_run: bool) -> web.Response:
+        """GET, PUT or PATCH `<resource>/<name>/scale` (autoscaling/v1 Scale)."""
+        rtype, name = target.rtype, target.name
+        if name is None or request.method not in ("GET", "PUT", "PATCH"):
+            raise errors.method_not_allowed()
+        current = scale.of(rtype, self.store.peek(rtype.key, target.namespace, name))
+        if request.method == "GET":
+            return respond(current)
+        body = await self._body(request)
+        if request.method == "PUT":
+            if not isinstance(body, dict):
+                raise errors.bad_request("the request body must be an object")
+            wanted = (body.get("metadata") or {}).get("resourceVersion")
+            if wanted and str(wanted) != current["metadata"].get("resourceVersion"):
+                raise errors.conflict("autoscaling", "scale", name)
+            written: Any = body
+        else:
+            if request.content_type not in patching.PATCH_TYPES:
+                raise errors.unsupported_media_type(request.content_type)
+            written = scale.patched(current, request.content_type, body)
+        replicas = scale.replicas_of(name, written)
+        updated = self.store.patch(
+            rtype.key,
+            target.namespace,
+            name,
+            patching.MERGE,
+            scale.replicas_patch(rtype, replicas),
+            dry_run=dry_run,
+        )
+        return respond(scale.of(rtype, updated))
 
     async def _delete_options(self, request: web.Request) -> Obj:
         options: Obj = {}
