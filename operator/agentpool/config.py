@@ -264,9 +264,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "session_hold",
         _parse_seconds,
-        "Seconds an exec session keeps its API connection once others wait for the pool's "
-        "quota: it runs the build's next steps within this time, and a step still running "
-        "after it gives the connection up and is polled. 0 yields after every step.",
+        "Seconds an exec session keeps its API connection before it yields to short requests "
+        "that cannot get a slot at all (only when sessions may hold every slot: "
+        "apiConnections.max 1, or a limit just lowered); other builds waiting for a session "
+        "never make it yield between steps. 0 yields after every step in that case.",
     ),
     Setting(
         "image_pull_grace",
