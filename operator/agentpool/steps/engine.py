@@ -43,6 +43,13 @@ FINISHED_MEMORY = 100_000
 # the build's workspace.
 BUILD_AGENT_MEMORY = 10_000
 QUEUED_DELAY = 0.5
+CANCEL_ANNOTATION = "agentpool.dev/cancel"
+CANCEL_MESSAGE = f"cancelled with the annotation {CANCEL_ANNOTATION}=true"
+
+
+def _cancel_asked(meta: Mapping[str, Any]) -> bool:
+    annotations = meta.get("annotations") or {}
+    return isinstance(annotations, Mapping) and annotations.get(CANCEL_ANNOTATION) == "true"
 
 
 def _spec_reason(error: SpecError) -> str:
@@ -117,10 +124,15 @@ class StepEngine:
         uid = str(meta.get("uid", ""))
         if event_type == "DELETED" or meta.get("deletionTimestamp"):
             self._deleted(namespace, name, uid, gone=event_type == "DELETED")
+            if event_type == "DELETED":
+                self._forget_result(namespace, name, body)
             return
+        cancel = _cancel_asked(meta)
         known = self._index.get((namespace, name))
         if known is not None:
             if known[0] == uid:
+                if cancel:
+                    self._cancel(namespace, name, uid)
                 return  # mostly the echo of our own status writes
             self._deleted(namespace, name, known[0], gone=True)  # replaced: same name, new uid
         if uid in self._finished_uids:
@@ -176,6 +188,9 @@ class StepEngine:
         runner = self._runner(key, queue, pool)
         runner.add(run)
         self.agents.notify(pool)
+        if cancel:
+            self._cancel(namespace, name, uid)  # created (or found) with the annotation set
+            return
         head = queue.next()
         # Only the build's next step says Queued: the others wait for their own build, and a
         # write each would double the API requests of a queued build (the final phase is one
@@ -223,7 +238,9 @@ class StepEngine:
             fields.update(agent=run.agent, session=run.session)
         if run.started_at is not None:
             fields["startedAt"] = rfc3339(run.started_at)
-        if outcome.phase is StepPhase.FAILED and outcome.reason not in ("ScriptFailed",):
+        if outcome.phase is StepPhase.FAILED:
+            # Every failed step, script failures included; no Events for routine phases,
+            # which would double the API writes per step.
             self._event(run, outcome.reason, outcome.message)
         if run.gone:
             # A status write would only answer 404.
@@ -286,7 +303,7 @@ class StepEngine:
                 self._build_agents.move_to_end(key)
                 while len(self._build_agents) > BUILD_AGENT_MEMORY:
                     self._build_agents.popitem(last=False)
-            if not finished.queue.failed_step:
+            if not finished.queue.stopped:
                 self._queues.pop(key, None)  # its agent is remembered above
             return True
 
@@ -318,10 +335,35 @@ class StepEngine:
                 self.writer.forget(namespace, name)
             return
         run.gone = run.gone or gone
-        if runner.cancel(name):
+        if runner.cancel(name, "the BuildStep was deleted"):
             message = "the BuildStep was deleted before it ran"
             self._finished(run, Outcome(StepPhase.CANCELLED, "Deleted", message))
         # A running step ends through its runner, once its process group is killed.
+
+    def _cancel(self, namespace: str, name: str, uid: str) -> None:
+        """The cancel annotation: a queued step ends `Cancelled` at once, a running one once
+        its process group is killed; either way the build's later OnSuccess steps are
+        `Skipped` (PreviousStepCancelled) while the cancelled step exists."""
+        known = self._index.get((namespace, name))
+        if known is None or known[0] != uid:
+            return
+        runner = self._runners.get(known[1])
+        run = runner.steps.get(name) if runner is not None else None
+        if runner is None or run is None or run.deleted.is_set():
+            return
+        if runner.cancel(name, CANCEL_MESSAGE):
+            runner.queue.record(name, StepPhase.CANCELLED)
+            self._finished(run, Outcome(StepPhase.CANCELLED, "Cancelled", CANCEL_MESSAGE))
+
+    def _forget_result(self, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+        """A deleted step's failure or cancellation no longer stops its build (re-run)."""
+        try:
+            spec = BuildStepSpec.from_body(body.get("spec") or {}, name=name)
+        except SpecError:
+            return
+        queue = self._queues.get((namespace, spec.build, f"{namespace}/{spec.pool}"))
+        if queue is not None:
+            queue.forget(name)
 
     # --- queries ------------------------------------------------------------------------
 

@@ -29,9 +29,7 @@ def classify(result: StepResult, run: StepRun) -> Outcome | None:
     if result.reason == "lost":
         return None
     if result.reason == "cancelled" or run.deleted.is_set():
-        return Outcome(
-            StepPhase.CANCELLED, "Cancelled", "the BuildStep was deleted", result.exit_code
-        )
+        return Outcome(StepPhase.CANCELLED, "Cancelled", run.cancel_message, result.exit_code)
     failure = _failure(result, run)
     if failure is None:
         return Outcome(StepPhase.SUCCEEDED, "Completed", "the script exited 0", 0)

@@ -81,6 +81,7 @@ class BuildRunner:
         self._gathered = False
         self._arrivals = 0  # steps added so far: the batch window restarts on each
         self._placed: str | None = None  # the agent a status write of this build names
+        self._gone_results: set[str] = set()
 
     # --- queue ------------------------------------------------------------------------
 
@@ -90,12 +91,14 @@ class BuildRunner:
         self.queue.add(run.queued)
         self.wake.set()
 
-    def cancel(self, name: str) -> bool:
-        """The BuildStep was deleted: kill it if running (its attempt then ends `Cancelled`);
-        True when it was only queued and is now dropped (the caller finishes it)."""
+    def cancel(self, name: str, message: str) -> bool:
+        """The BuildStep was deleted or cancelled: kill it if running (its attempt then ends
+        `Cancelled` with `message`); True when it was only queued and is now dropped (the
+        caller finishes it)."""
         run = self.steps.get(name)
         if run is None:
             return False
+        run.cancel_message = message
         run.deleted.set()
         self.wake.set()
         if self.running is run:
@@ -118,6 +121,9 @@ class BuildRunner:
             while True:
                 decision = self.queue.next()
                 if decision is None:
+                    for name in self._gone_results:
+                        self.queue.forget(name)
+                    self._gone_results.clear()
                     await self._idle()
                     if self.queue.next() is None and done(self):
                         return
@@ -171,6 +177,10 @@ class BuildRunner:
 
     def _finish(self, run: StepRun, outcome: Outcome) -> None:
         self.queue.record(run.name, outcome.phase)
+        if run.gone:
+            # Deleted while it ran: its cancellation skips the steps queued behind it now, and
+            # is forgotten once the build is idle (a failure lasts as long as its step exists).
+            self._gone_results.add(run.name)
         self.steps.pop(run.name, None)
         self.ctx.finished(run, outcome)
 

@@ -59,6 +59,8 @@ class StepRun:
     submitted: bool = False  # a run message may have reached an agent: never re-run blindly
     deleted: asyncio.Event = field(default_factory=asyncio.Event)
     gone: bool = False  # deleted and no longer stored (no finalizer held it): write nothing
+    # Why the step was stopped (`deleted` set): deletion, or the cancel annotation.
+    cancel_message: str = "the BuildStep was deleted"
 
     @property
     def key(self) -> tuple[str, str]:

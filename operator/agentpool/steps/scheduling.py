@@ -1,9 +1,11 @@
 """Which step of a build runs next, which are skipped, and which failures are retried (pure).
 
 A build is the steps sharing `(namespace, spec.build)`. They run one at a time on one agent, in
-`spec.order`, then creation time, then name. Once a step of the build failed, later steps are
-`Skipped` unless their `runPolicy` is `Always`; a step arriving after the failure gets the same
-treatment. No I/O here: the engine feeds events in and acts on the decisions.
+`spec.order`, then creation time, then name. Once a step of the build failed (or was
+cancelled), later steps are `Skipped` unless their `runPolicy` is `Always`; a step arriving
+after the failure gets the same treatment. The failure is remembered only while a failed (or
+cancelled) step of the build exists: delete those steps and the build runs again under its
+name (re-run). No I/O here: the engine feeds events in and acts on the decisions.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ BuildKey = tuple[str, str]  # (namespace, spec.build)
 StepKey = tuple[str, str]  # (namespace, metadata.name)
 
 PREVIOUS_STEP_FAILED = "PreviousStepFailed"
+PREVIOUS_STEP_CANCELLED = "PreviousStepCancelled"
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,9 @@ class BuildQueue:
 
     key: BuildKey
     _queued: dict[str, QueuedStep] = field(default_factory=dict)
-    failed_step: str | None = None  # the first step of the build that failed
+    # Steps of the build that failed or were cancelled and still exist, in the order seen.
+    _failed: dict[str, None] = field(default_factory=dict)
+    _cancelled: dict[str, None] = field(default_factory=dict)
     # The agent the build's latest finished step ran on: its workspace is there.
     agent: str | None = None
     _agent_finished: datetime | None = None
@@ -95,11 +100,35 @@ class BuildQueue:
     def ordered(self) -> list[QueuedStep]:
         return sorted(self._queued.values(), key=lambda step: step.sort_key)
 
+    @property
+    def failed_step(self) -> str | None:
+        """The first existing step of the build that failed, if any."""
+        return next(iter(self._failed), None)
+
+    @property
+    def cancelled_step(self) -> str | None:
+        """The first existing step of the build that was cancelled, if any."""
+        return next(iter(self._cancelled), None)
+
+    @property
+    def stopped(self) -> bool:
+        """A failure or a cancellation decides the fate of the build's later steps."""
+        return bool(self._failed or self._cancelled)
+
     def record(self, name: str, phase: StepPhase) -> None:
-        """Note a step's final phase: a failure decides the fate of the steps after it."""
+        """Note a step's final phase: a failure or cancellation decides the fate of the steps
+        after it."""
         self._queued.pop(name, None)
-        if phase is StepPhase.FAILED and self.failed_step is None:
-            self.failed_step = name
+        if phase is StepPhase.FAILED:
+            self._failed[name] = None
+        elif phase is StepPhase.CANCELLED:
+            self._cancelled[name] = None
+
+    def forget(self, name: str) -> None:
+        """The step was deleted: a failure or cancellation of it no longer stops the build."""
+        self._queued.pop(name, None)
+        self._failed.pop(name, None)
+        self._cancelled.pop(name, None)
 
     def next(self) -> Decision | None:
         """The first queued step and whether it runs or is skipped; None when empty.
@@ -112,13 +141,22 @@ class BuildQueue:
         return self.decide(queued[0])
 
     def decide(self, step: QueuedStep) -> Decision:
-        if self.failed_step is not None and step.run_policy is not RunPolicy.ALWAYS:
+        if step.run_policy is RunPolicy.ALWAYS:
+            return Decision(step, Action.RUN)
+        hint = "this step's runPolicy is OnSuccess (set runPolicy: Always to run it anyway)"
+        if self.failed_step is not None:
             return Decision(
                 step,
                 Action.SKIP,
                 PREVIOUS_STEP_FAILED,
-                f"step {self.failed_step} of build {self.key[1]} failed; this step's runPolicy "
-                "is OnSuccess (set runPolicy: Always to run it anyway)",
+                f"step {self.failed_step} of build {self.key[1]} failed; {hint}",
+            )
+        if self.cancelled_step is not None:
+            return Decision(
+                step,
+                Action.SKIP,
+                PREVIOUS_STEP_CANCELLED,
+                f"step {self.cancelled_step} of build {self.key[1]} was cancelled; {hint}",
             )
         return Decision(step, Action.RUN)
 

@@ -80,6 +80,20 @@ class BuildSteps:
         )
         return created
 
+    async def annotate(self, name: str, annotations: dict[str, str]) -> None:
+        body = {"metadata": {"annotations": annotations}}
+        # The generated client sends a dict as a JSON patch unless told otherwise.
+        patch: Any = self.objects.patch_namespaced_custom_object
+        await patch(
+            kube.GROUP,
+            kube.VERSION,
+            STEPS_NAMESPACE,
+            kube.BUILDSTEPS,
+            name,
+            body,
+            _content_type="application/merge-patch+json",
+        )
+
     async def delete(self, name: str) -> None:
         await self.objects.delete_namespaced_custom_object(
             kube.GROUP, kube.VERSION, STEPS_NAMESPACE, kube.BUILDSTEPS, name

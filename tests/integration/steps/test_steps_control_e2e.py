@@ -31,12 +31,13 @@ async def test_a_step_past_its_timeout_is_killed_and_fails(
     assert not alive(pid)
 
 
-async def test_deleting_a_running_step_kills_it_and_the_build_goes_on(
+async def test_deleting_a_running_step_kills_it_and_skips_the_builds_later_steps(
     operator: Any, buildsteps: BuildSteps
 ) -> None:
     await buildsteps.pool("p")
     await buildsteps.create("long", "echo $$ > long.pid; sleep 30; touch finished", build="b")
-    await buildsteps.create("next", "echo next", build="b", order=1)
+    await buildsteps.create("deploy", "echo DEPLOYING", build="b", order=1)
+    await buildsteps.create("cleanup", "echo cleanup", build="b", order=2, runPolicy="Always")
     running = await buildsteps.wait_phase("long", "Running")
     home = buildsteps.home(running["agent"])
     pid_file = home / "long.pid"
@@ -45,11 +46,84 @@ async def test_deleting_a_running_step_kills_it_and_the_build_goes_on(
 
     await buildsteps.delete("long")
     await eventually(lambda: not alive(pid), 15, "the deleted step's process to end")
-    after = (await buildsteps.wait_final("next"))["next"]
+    after = await buildsteps.wait_final("deploy", "cleanup")
 
     assert not (home / "finished").exists()
-    assert (after["phase"], after["logTail"]) == ("Succeeded", "next\n")
+    assert (after["deploy"]["phase"], after["deploy"]["reason"]) == (
+        "Skipped",
+        "PreviousStepCancelled",
+    )
+    assert "step long of build b was cancelled" in after["deploy"]["message"]
+    assert (after["cleanup"]["phase"], after["cleanup"]["logTail"]) == ("Succeeded", "cleanup\n")
     assert await buildsteps.status("long") == {}
+
+
+async def test_the_cancel_annotation_stops_a_running_step_and_the_rest_of_its_build(
+    operator: Any, buildsteps: BuildSteps
+) -> None:
+    await buildsteps.pool("p")
+    await buildsteps.create("work", "echo $$ > work.pid; sleep 30; touch finished", build="c")
+    await buildsteps.create("deploy", "echo DEPLOYING", build="c", order=1)
+    running = await buildsteps.wait_phase("work", "Running")
+    home = buildsteps.home(running["agent"])
+    await eventually((home / "work.pid").exists, 10, "the step's pid file")
+    pid = int((home / "work.pid").read_text())
+
+    await buildsteps.annotate("work", {"agentpool.dev/cancel": "true"})
+    statuses = await buildsteps.wait_final("work", "deploy")
+
+    assert not alive(pid) and not (home / "finished").exists()
+    assert (statuses["work"]["phase"], statuses["work"]["reason"]) == ("Cancelled", "Cancelled")
+    assert "agentpool.dev/cancel=true" in statuses["work"]["message"]
+    assert (statuses["deploy"]["phase"], statuses["deploy"]["reason"]) == (
+        "Skipped",
+        "PreviousStepCancelled",
+    )
+
+
+async def test_the_cancel_annotation_on_a_queued_step_cancels_it_before_it_runs(
+    operator: Any, buildsteps: BuildSteps
+) -> None:
+    await buildsteps.pool("p", maxAgents=1)
+    await buildsteps.create("first", "while [ ! -e go ]; do sleep 0.05; done", build="q")
+    await buildsteps.create("second", "touch second-ran", build="q", order=1)
+    running = await buildsteps.wait_phase("first", "Running")
+    home = buildsteps.home(running["agent"])
+
+    await buildsteps.annotate("second", {"agentpool.dev/cancel": "true"})
+    second = (await buildsteps.wait_final("second"))["second"]
+    (home / "go").touch()
+    first = (await buildsteps.wait_final("first"))["first"]
+
+    assert (second["phase"], second["reason"]) == ("Cancelled", "Cancelled")
+    assert first["phase"] == "Succeeded"
+    assert not (home / "second-ran").exists()
+
+
+async def test_a_failed_build_runs_again_under_its_name_once_its_failed_step_is_deleted(
+    operator: Any, buildsteps: BuildSteps
+) -> None:
+    await buildsteps.pool("p")
+    await buildsteps.create("test", "exit 3", build="r")
+    await buildsteps.create("deploy", "echo DEPLOYING", build="r", order=1)
+    first = await buildsteps.wait_final("test", "deploy")
+    await buildsteps.create("retry-while-failed", "echo early", build="r", order=2)
+    early = (await buildsteps.wait_final("retry-while-failed"))["retry-while-failed"]
+    for name in ("test", "deploy", "retry-while-failed"):
+        await buildsteps.delete(name)
+
+    async def deleted() -> bool:
+        return all([await buildsteps.status(n) == {} for n in ("test", "deploy")])
+
+    await eventually(deleted, 10, "the build's steps to be deleted")
+    await buildsteps.create("test", "echo fixed", build="r")
+    await buildsteps.create("deploy", "echo DEPLOYING", build="r", order=1)
+    again = await buildsteps.wait_final("test", "deploy")
+
+    assert (first["test"]["phase"], first["deploy"]["reason"]) == ("Failed", "PreviousStepFailed")
+    assert early["reason"] == "PreviousStepFailed"  # remembered while the failed step exists
+    assert [again[n]["phase"] for n in ("test", "deploy")] == ["Succeeded", "Succeeded"]
+    assert again["deploy"]["logTail"] == "DEPLOYING\n"
 
 
 async def test_a_deleted_step_held_by_a_finalizer_ends_cancelled(

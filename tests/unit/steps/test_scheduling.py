@@ -8,6 +8,7 @@ import pytest
 
 from agentpool.model import RunPolicy, StepPhase
 from agentpool.steps.scheduling import (
+    PREVIOUS_STEP_CANCELLED,
     PREVIOUS_STEP_FAILED,
     Action,
     BuildQueue,
@@ -79,9 +80,8 @@ def test_first_failure_is_the_one_named() -> None:
     assert "step s1 " in queue.next().message  # type: ignore[union-attr]
 
 
-def test_skipped_and_cancelled_steps_do_not_fail_the_build() -> None:
+def test_skipped_steps_do_not_fail_the_build() -> None:
     queue = BuildQueue(("ci", "b"))
-    queue.record("s1", StepPhase.CANCELLED)
     queue.record("s2", StepPhase.SKIPPED)
     queue.add(step("s3"))
 
@@ -121,3 +121,32 @@ def test_only_infrastructure_failures_are_retried(
     failure: Failure, attempts: int, retries: int, expected: bool
 ) -> None:
     assert should_retry(failure, attempts, retries) is expected
+
+
+def test_cancellation_skips_later_on_success_steps_naming_the_cancelled_step() -> None:
+    queue = BuildQueue(("ci", "b"))
+    queue.add(step("deploy", 2))
+    queue.add(step("notify", 3, run_policy=RunPolicy.ALWAYS))
+    queue.record("build", StepPhase.CANCELLED)
+
+    deploy = queue.next()
+    assert deploy is not None and deploy.action is Action.SKIP
+    assert deploy.reason == PREVIOUS_STEP_CANCELLED
+    assert "step build of build b was cancelled" in deploy.message
+    queue.record("deploy", StepPhase.SKIPPED)
+    assert queue.next().action is Action.RUN  # type: ignore[union-attr]
+
+
+def test_a_failure_is_remembered_only_while_a_failed_step_exists() -> None:
+    queue = BuildQueue(("ci", "b"))
+    queue.record("test", StepPhase.FAILED)
+    queue.record("lint", StepPhase.FAILED)  # a runPolicy: Always step that failed too
+    queue.add(step("deploy", 1))
+    assert queue.next().reason == PREVIOUS_STEP_FAILED  # type: ignore[union-attr]
+
+    queue.forget("test")
+    assert queue.failed_step == "lint" and queue.stopped
+    queue.forget("lint")
+
+    assert not queue.stopped
+    assert queue.next().action is Action.RUN  # type: ignore[union-attr]
