@@ -1,4 +1,4 @@
-"""`agentpool run|sandbox|demo|status|logs`: the operator's command line.
+"""`agentpool run|sandbox|demo|status|logs|build`: the operator's command line.
 
 Thin on purpose: each command parses its options and calls into a module. Everything heavy
 (kopf, the sandbox and its schema libraries) is imported inside the command that needs it, so
@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -190,52 +190,416 @@ def status(pool: str | None, namespace: str | None, url: str, as_json: bool) -> 
         raise click.ClickException("no such pool is served by this operator")
 
 
+# --- agentpool logs and agentpool build: shared options ------------------------------------
+
+NO_CLUSTER_HINT = "give --kubeconfig, set KUBECONFIG, or run inside a cluster"
+
+
+def _cluster_options(command: F) -> F:
+    """-n/--namespace, --kubeconfig and --context, as kubectl names them."""
+    command = click.option(
+        "--context", default=None, help="Kubeconfig context (default: the current one)."
+    )(command)
+    command = click.option(
+        "--kubeconfig", default=None, help="Kubeconfig file (default: the usual lookup)."
+    )(command)
+    return click.option("-n", "--namespace", default="default", show_default=True)(command)
+
+
+def _state_dir_option(command: F) -> F:
+    return click.option(
+        "--agent-state-dir",
+        envvar="AGENTPOOL_AGENT_STATE_DIR",
+        default=Config().agent_state_dir,
+        show_default=True,
+        help="The operator's agent state directory, where steps keep their output "
+        "[env: AGENTPOOL_AGENT_STATE_DIR].",
+    )(command)
+
+
+def _write_stdout(data: bytes) -> None:
+    out = sys.stdout.buffer
+    out.write(data)
+    out.flush()
+
+
+def _note(text: str) -> None:
+    click.echo(text, err=True)
+
+
+Work = Callable[[Any], Awaitable[int]]
+OnSignal = Callable[[Any, int], Awaitable[None]]
+
+
+def _run_against_cluster(
+    work: Work, kubeconfig: str | None, context: str | None, on_signal: OnSignal | None = None
+) -> None:
+    """Run `work(clients)` and exit with its code; errors become one line, never a traceback.
+
+    SIGINT and SIGTERM stop the work; `on_signal` (e.g. cancelling a build) runs before the
+    exit with 128 + the signal's number (130, 143).
+    """
+    try:
+        code = asyncio.run(_against_cluster(work, kubeconfig, context, on_signal))
+    except BrokenPipeError:
+        # A reader such as `head` went away: the output is no longer wanted.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)
+
+
+async def _against_cluster(
+    work: Work, kubeconfig: str | None, context: str | None, on_signal: OnSignal | None
+) -> int:
+    import signal  # noqa: PLC0415
+
+    import aiohttp  # noqa: PLC0415
+    from kubernetes_asyncio.client.exceptions import ApiException  # noqa: PLC0415
+    from kubernetes_asyncio.config import ConfigException  # noqa: PLC0415
+
+    from agentpool.builds import ManifestError  # noqa: PLC0415
+    from agentpool.follow import FollowError, StepNotFound, api_failure  # noqa: PLC0415
+    from agentpool.kube import client as kube  # noqa: PLC0415
+    from agentpool.pipeline import BuildNotFound  # noqa: PLC0415
+
+    try:
+        clients = await kube.connect(kubeconfig, context=context)
+    except (ConfigException, FileNotFoundError) as error:
+        raise click.ClickException(f"no cluster to talk to ({error}): {NO_CLUSTER_HINT}") from None
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    signalled: list[int] = []
+
+    def stop(signum: int) -> None:
+        if not signalled:
+            signalled.append(signum)
+            task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        return await work(clients)
+    except asyncio.CancelledError:
+        if not signalled:
+            raise
+        task.uncancel()
+        if on_signal is not None:
+            await on_signal(clients, signalled[0])
+        return 128 + signalled[0]
+    except (StepNotFound, FollowError, BuildNotFound, ManifestError) as error:
+        raise click.ClickException(str(error)) from None
+    except ApiException as error:
+        raise click.ClickException(api_failure(error)) from None
+    except (aiohttp.ClientError, OSError) as error:
+        if isinstance(error, BrokenPipeError):
+            raise
+        raise click.ClickException(f"cannot reach the API server: {error}") from None
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await clients.close()
+
+
 # --- agentpool logs ------------------------------------------------------------------------
 
 
 @main.command()
 @click.argument("step")
-@click.option("-n", "--namespace", default="default", show_default=True)
-@click.option("--kubeconfig", default=None, help="Kubeconfig file (default: the usual lookup).")
 @click.option(
-    "--agent-state-dir",
-    envvar="AGENTPOOL_AGENT_STATE_DIR",
-    default=Config().agent_state_dir,
-    show_default=True,
-    help="The operator's agent state directory, where steps keep their output "
-    "[env: AGENTPOOL_AGENT_STATE_DIR].",
+    "-f", "--follow", is_flag=True, help="Stream the output as it is printed, until the step ends."
 )
-def logs(step: str, namespace: str, kubeconfig: str | None, agent_state_dir: str) -> None:
-    """Print the whole output of BuildStep STEP (status.logTail keeps only its end)."""
-    from agentpool.steps.logs import LogUnavailable  # noqa: PLC0415
+@click.option(
+    "--tail",
+    type=int,
+    default=-1,
+    show_default=True,
+    help="Lines of the end of the output to show first; -1 shows all.",
+)
+@_cluster_options
+@_state_dir_option
+def logs(
+    *,
+    step: str,
+    follow: bool,
+    tail: int,
+    namespace: str,
+    kubeconfig: str | None,
+    context: str | None,
+    agent_state_dir: str,
+) -> None:
+    """Print the output of BuildStep STEP (status.logTail keeps only its end).
 
+    With -f, wait while the step is queued, stream its output as it is printed and end when
+    the step is final, with a status line on stderr. When the agent is gone, print what the
+    step's status still holds and say so.
+    """
+    from agentpool.builds import status_line  # noqa: PLC0415
+    from agentpool.follow import StepFollower  # noqa: PLC0415
+
+    lines = None if tail < 0 else tail
+
+    async def work(clients: Any) -> int:
+        follower = StepFollower(clients, namespace, _write_stdout, _note, state_dir=agent_state_dir)
+        if follow:
+            found = await follower.follow(step, tail=lines)
+        else:
+            found = await follower.print_log(step, tail=lines)
+        if follow or not found.has_started:
+            _note(status_line(found))
+        return 0
+
+    _run_against_cluster(work, kubeconfig, context)
+
+
+# --- agentpool build -----------------------------------------------------------------------
+
+
+@main.group()
+def build() -> None:
+    """Builds: the BuildSteps that share spec.build, run on one agent in spec.order."""
+
+
+def _progress() -> Any:
+    from agentpool.progress import make_progress  # noqa: PLC0415
+
+    return make_progress()
+
+
+def _read_manifests(filename: str) -> list[dict[str, Any]]:
+    from agentpool.builds import ManifestError, parse_manifests  # noqa: PLC0415
+
+    source = "stdin" if filename == "-" else filename
     try:
-        asyncio.run(_print_step_log(namespace, step, kubeconfig, agent_state_dir))
-    except LogUnavailable as error:
+        text = sys.stdin.read() if filename == "-" else Path(filename).read_text()
+        return parse_manifests(text, source)
+    except (ManifestError, OSError, UnicodeDecodeError) as error:
         raise click.ClickException(str(error)) from None
 
 
-async def _print_step_log(
-    namespace: str, step: str, kubeconfig: str | None, state_dir: str
-) -> None:
-    from kubernetes_asyncio.client.exceptions import ApiException  # noqa: PLC0415
+async def _submit_and_follow(
+    clients: Any,
+    namespace: str,
+    bodies: list[dict[str, Any]],
+    *,
+    follow: bool,
+    state_dir: str,
+    builds: list[str],
+) -> int:
+    from agentpool.builds import in_order  # noqa: PLC0415
+    from agentpool.follow import StepFollower  # noqa: PLC0415
+    from agentpool.pipeline import create_steps, show_build  # noqa: PLC0415
 
-    from agentpool.kube import client as kube  # noqa: PLC0415
-    from agentpool.steps.logs import read_step_log  # noqa: PLC0415
-
-    out = sys.stdout.buffer
-    clients = await kube.connect(kubeconfig)
+    created = await create_steps(clients, namespace, bodies)
+    builds.extend(dict.fromkeys(s.build for s in created))
+    if not follow:
+        for created_step in created:
+            click.echo(f"buildstep.agentpool.dev/{created_step.name} created")
+        return 0
+    names = ", ".join(builds)
+    _note(f"build {names}: created {len(created)} steps in namespace {namespace}")
+    progress = _progress()
     try:
-        await read_step_log(
-            clients.api, clients.exec, namespace, step, out.write, state_dir=state_dir
+        follower = StepFollower(
+            clients, namespace, progress.output, progress.note, state_dir=state_dir
         )
-    except ApiException as error:
-        if error.status == 404:
-            raise click.ClickException(f"BuildStep {namespace}/{step} not found") from None
-        raise
+        steps = in_order(created, given=[s.name for s in created])
+        result = await show_build(follower, progress, steps, follow=True)
     finally:
-        out.flush()
-        await clients.close()
+        progress.close()
+    if result.code == 0:
+        _note(f"build {names} succeeded")
+    else:
+        _note(
+            f"build {names} failed: step {result.step}: {result.explanation} (exit {result.code})"
+        )
+    return result.code
+
+
+def _cancel_on_signal(namespace: str, builds: list[str]) -> OnSignal:
+    async def cancel(clients: Any, signum: int) -> None:
+        from agentpool.pipeline import CANCEL_WITHIN, cancel_builds  # noqa: PLC0415
+
+        if not builds:
+            return
+        try:
+            async with asyncio.timeout(CANCEL_WITHIN):
+                cancelled = await cancel_builds(clients, namespace, builds)
+        except Exception as error:  # the user must hear it, in one line
+            _note(f"interrupted; cancelling build {', '.join(builds)} failed: {error}")
+            return
+        steps = ", ".join(cancelled) or "none left running"
+        _note(f"interrupted: cancelled build {', '.join(builds)} (steps {steps})")
+
+    return cancel
+
+
+@build.command("run")
+@click.option(
+    "-f",
+    "--filename",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+    help="BuildStep manifests: multi-document YAML or a v1 List; - reads stdin.",
+)
+@click.option("--build", "build_name", default=None, help="Put every step in this build.")
+@click.option("--no-follow", is_flag=True, help="Only create the steps and print their names.")
+@_cluster_options
+@_state_dir_option
+def build_run(
+    *,
+    filename: str,
+    build_name: str | None,
+    no_follow: bool,
+    namespace: str,
+    kubeconfig: str | None,
+    context: str | None,
+    agent_state_dir: str,
+) -> None:
+    """Create the steps of FILE and show their output in order; exit as the build ended.
+
+    Exits 0 when every step succeeded, with the first failed step's exit code when its script
+    failed, 1 when a step failed for another reason (printed). Ctrl-C or SIGTERM cancels the
+    build (annotation agentpool.dev/cancel) and exits 130 or 143.
+    """
+    from agentpool.builds import ManifestError, prepare_steps  # noqa: PLC0415
+
+    ns_given = click.get_current_context().get_parameter_source("namespace")
+    explicit = None if ns_given is click.core.ParameterSource.DEFAULT else namespace
+    manifests = _read_manifests(filename)
+    try:
+        target, bodies = prepare_steps(manifests, namespace=explicit, build=build_name)
+    except ManifestError as error:
+        raise click.ClickException(str(error)) from None
+    builds: list[str] = []
+
+    async def work(clients: Any) -> int:
+        return await _submit_and_follow(
+            clients, target, bodies, follow=not no_follow, state_dir=agent_state_dir, builds=builds
+        )
+
+    _run_against_cluster(work, kubeconfig, context, _cancel_on_signal(target, builds))
+
+
+@build.command("list")
+@_cluster_options
+def build_list(namespace: str, kubeconfig: str | None, context: str | None) -> None:
+    """The builds of a namespace: pool, phase, steps done/total, agent, start, duration."""
+
+    async def work(clients: Any) -> int:
+        from agentpool.pipeline import build_table  # noqa: PLC0415
+
+        table = await build_table(clients, namespace)
+        if table is None:
+            _note(f"No builds found in {namespace} namespace.")
+        else:
+            click.echo(table)
+        return 0
+
+    _run_against_cluster(work, kubeconfig, context)
+
+
+@build.command("logs")
+@click.argument("build_name", metavar="BUILD")
+@click.option("-f", "--follow", is_flag=True, help="Follow the steps still to run or running.")
+@_cluster_options
+@_state_dir_option
+def build_logs(
+    *,
+    build_name: str,
+    follow: bool,
+    namespace: str,
+    kubeconfig: str | None,
+    context: str | None,
+    agent_state_dir: str,
+) -> None:
+    """The whole output of BUILD, step after step, each under a header."""
+
+    async def work(clients: Any) -> int:
+        from agentpool.follow import StepFollower  # noqa: PLC0415
+        from agentpool.pipeline import build_steps, show_build  # noqa: PLC0415
+
+        steps, _ = await build_steps(clients, namespace, build_name)
+        progress = _progress()
+        try:
+            follower = StepFollower(
+                clients, namespace, progress.output, progress.note, state_dir=agent_state_dir
+            )
+            await show_build(follower, progress, steps, follow=follow)
+        finally:
+            progress.close()
+        return 0
+
+    _run_against_cluster(work, kubeconfig, context)
+
+
+@build.command("cancel")
+@click.argument("build_name", metavar="BUILD")
+@_cluster_options
+def build_cancel(
+    build_name: str, namespace: str, kubeconfig: str | None, context: str | None
+) -> None:
+    """Cancel BUILD: annotate its steps that are not final with agentpool.dev/cancel=true."""
+
+    async def work(clients: Any) -> int:
+        from agentpool.pipeline import cancel_build  # noqa: PLC0415
+
+        cancelled = await cancel_build(clients, namespace, build_name)
+        if cancelled:
+            click.echo(f"build {build_name}: cancel requested for steps {', '.join(cancelled)}")
+        else:
+            click.echo(f"build {build_name}: every step is already final (or being cancelled)")
+        return 0
+
+    _run_against_cluster(work, kubeconfig, context)
+
+
+@build.command("rerun")
+@click.argument("build_name", metavar="BUILD")
+@click.option(
+    "--build",
+    "new_build",
+    default=None,
+    help="Name of the new build (default: BUILD and a random suffix).",
+)
+@click.option("--no-follow", is_flag=True, help="Only create the steps and print their names.")
+@_cluster_options
+@_state_dir_option
+def build_rerun(
+    *,
+    build_name: str,
+    new_build: str | None,
+    no_follow: bool,
+    namespace: str,
+    kubeconfig: str | None,
+    context: str | None,
+    agent_state_dir: str,
+) -> None:
+    """Run BUILD again, as a new build made from the specs of its steps; exit as `build run`."""
+    from agentpool.pipeline import new_build_name  # noqa: PLC0415
+
+    target = new_build or new_build_name(build_name)
+    if target == build_name:
+        raise click.UsageError("--build must differ from BUILD: a re-run is a new build")
+    builds: list[str] = []
+
+    async def work(clients: Any) -> int:
+        from agentpool.builds import prepare_steps  # noqa: PLC0415
+        from agentpool.pipeline import rerun_bodies  # noqa: PLC0415
+
+        bodies = await rerun_bodies(clients, namespace, build_name, target)
+        _, prepared = prepare_steps(bodies, namespace=namespace, build=None)
+        return await _submit_and_follow(
+            clients,
+            namespace,
+            prepared,
+            follow=not no_follow,
+            state_dir=agent_state_dir,
+            builds=builds,
+        )
+
+    _run_against_cluster(work, kubeconfig, context, _cancel_on_signal(namespace, builds))
 
 
 # --- agentpool demo ------------------------------------------------------------------------

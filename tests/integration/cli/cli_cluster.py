@@ -87,3 +87,40 @@ async def agentpool(*args: str, within: float = 30.0, env: dict[str, str] | None
         await process.wait()
         raise
     return Done(process.returncode or 0, out.decode(), err.decode())
+
+
+async def start(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+    """Start `agentpool ARGS` with piped stdout and stderr (read them with `read_until`)."""
+    return await asyncio.create_subprocess_exec(
+        *AGENTPOOL,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env or ENV,
+    )
+
+
+async def read_until(stream: asyncio.StreamReader | None, text: str, within: float) -> str:
+    """Lines of `stream` up to and including the first one holding `text` (all of them)."""
+    assert stream is not None
+    seen: list[str] = []
+    async with asyncio.timeout(within):
+        while True:
+            raw = await stream.readline()
+            if not raw:
+                raise AssertionError(f"the stream ended before {text!r}; got {seen!r}")
+            seen.append(raw.decode())
+            if text in seen[-1]:
+                return "".join(seen)
+
+
+async def finish(process: asyncio.subprocess.Process, within: float = 30.0) -> Done:
+    """Wait for a started process; its exit code and the rest of its output."""
+    try:
+        async with asyncio.timeout(within):
+            out, err = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    return Done(process.returncode or 0, out.decode(), err.decode())

@@ -85,8 +85,12 @@ async def test_logs_reads_the_operators_agent_state_dir_when_told(
 
     assert told.code == 0, told.err
     assert told.out == EXPECTED
-    assert untold.code != 0
-    assert "no longer on agent" in untold.err
+    # Not found under the default state dir: the status's tail, with a note saying what to give.
+    body = await kube.get_object(kube_api, kube.BUILDSTEPS, "default", STEP)
+    assert untold.code == 0
+    assert untold.out == body["status"]["logTail"]
+    assert "the output is no longer on agent" in untold.err
+    assert "--agent-state-dir" in untold.err
 
 
 async def test_logs_follows_the_containers_own_state_dir(
