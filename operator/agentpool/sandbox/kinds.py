@@ -41,7 +41,7 @@ def _qos_class(spec: dict[str, Any]) -> str:
     guaranteed = all(
         r.get("limits")
         and set(r.get("limits", {})) >= {"cpu", "memory"}
-        and all(r.get("requests", {}).get(k, v) == v for k, v in r["limits"].items())
+        and all((r.get("requests") or {}).get(k, v) == v for k, v in r["limits"].items())
         for r in resources
     )
     return "Guaranteed" if guaranteed else "Burstable"

@@ -87,6 +87,56 @@ def unknown_profile_status(name: str, known: list[str]) -> dict[str, Any]:
     }
 
 
+def create_error_status(pod: Mapping[str, Any], message: str) -> dict[str, Any]:
+    """Containers that cannot be created: waiting `CreateContainerError`, the pod Pending."""
+    containers = (pod.get("spec") or {}).get("containers") or []
+    now = timestamp()
+    names = " ".join(str(c.get("name", "")) for c in containers)
+    unready = f"containers with unready status: [{names}]"
+    return {
+        "phase": "Pending",
+        "hostIP": HOST_IP,
+        "hostIPs": [{"ip": HOST_IP}],
+        "conditions": [
+            {
+                "type": "PodScheduled",
+                "status": "True",
+                "lastProbeTime": None,
+                "lastTransitionTime": now,
+            },
+            {
+                "type": "ContainersReady",
+                "status": "False",
+                "reason": "ContainersNotReady",
+                "message": unready,
+                "lastProbeTime": None,
+                "lastTransitionTime": now,
+            },
+            {
+                "type": "Ready",
+                "status": "False",
+                "reason": "ContainersNotReady",
+                "message": unready,
+                "lastProbeTime": None,
+                "lastTransitionTime": now,
+            },
+        ],
+        "containerStatuses": [
+            {
+                "name": c.get("name"),
+                "image": c.get("image"),
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "started": False,
+                "state": {"waiting": {"reason": "CreateContainerError", "message": message}},
+                "lastState": {},
+            }
+            for c in containers
+        ],
+    }
+
+
 def node_manifest() -> dict[str, Any]:
     now = timestamp()
     return {
@@ -216,6 +266,15 @@ class Kubelet:
         except ApiError as error:
             if error.code != 404:
                 raise
+        except (OSError, ValueError) as error:
+            # The pod's own spec broke the container's start (say, a NUL byte in workingDir):
+            # a node reports CreateContainerError and keeps the pod Pending.
+            log.info(
+                "sandbox kubelet cannot start a container of %s/%s: %s", namespace, name, error
+            )
+            failed = create_error_status(pod, str(error))
+            with contextlib.suppress(ApiError):
+                self.store.update_status("pods", namespace, name, lambda o: _set_status(o, failed))
 
     async def _play(self, pod: dict[str, Any], profile: profiles.Profile) -> None:
         metadata = pod["metadata"]

@@ -65,6 +65,30 @@ def now_timestamp() -> str:
 _GO_JSON_TYPES = {"integer": "number", "boolean": "bool"}
 
 
+def _zero_nulls(obj: Obj) -> None:
+    """What decoding into Go structs makes of JSON nulls, where the sandbox relies on shapes.
+
+    A null top-level field (`spec: null`) is unset, and a null list item becomes the item's
+    zero value (`{}` here, so that validation reports its required fields: `env: [null]`).
+    Nested null fields stay, as Go writes some back (`lastProbeTime: null`).
+    """
+    for key in [k for k, v in obj.items() if v is None]:
+        del obj[key]
+    _zero_list_items(obj)
+
+
+def _zero_list_items(node: Any) -> None:
+    if isinstance(node, dict):
+        for value in node.values():
+            _zero_list_items(value)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            if value is None:
+                node[index] = {}
+            else:
+                _zero_list_items(value)
+
+
 def _meta(obj: Obj) -> Obj:
     meta: Obj = obj.setdefault("metadata", {})
     return meta
@@ -309,7 +333,9 @@ class Store:
                 "error: " + ", ".join(f'unknown field "{u}"' for u in unknown),
             )
 
-    def _decode(self, rtype: ResourceType, obj: Any, *, whole: bool = False) -> Obj:
+    def _decode(
+        self, rtype: ResourceType, obj: Any, *, whole: bool = False, patch: bool = False
+    ) -> Obj:
         """The body as a typed decoder sees it: an object whose envelope has the right types.
 
         A real API server decodes into Go structs before defaulting or validating anything, so
@@ -327,6 +353,13 @@ class Store:
                 f'{rtype.kind} in version "{rtype.version}" cannot be handled as a {rtype.kind}: '
                 + "; ".join(found)
             )
+        if patch:
+            return obj  # in a merge patch, null means "remove": keep it
+        if not rtype.custom and rtype.key != CRD_KEY:  # CRD schemas may hold nulls (enums)
+            _zero_nulls(obj)
+        for key in ("apiVersion", "kind", "metadata"):
+            if key in obj and obj[key] is None:
+                del obj[key]  # null decodes as unset
         return obj
 
     def _admit(self, rtype: ResourceType, obj: Obj, old: Obj | None, strict: bool = False) -> Obj:
@@ -566,7 +599,7 @@ class Store:
         else:
             if not isinstance(body, dict):
                 raise errors.bad_request("the patch must be a JSON object")
-            self._decode(rtype, body)
+            self._decode(rtype, body, patch=True)
             wanted = (body.get("metadata") or {}).get("resourceVersion")
             if strict and patch_type == patching.APPLY:
                 self._check_strict_builtin(rtype, body)
@@ -575,7 +608,8 @@ class Store:
             else:
                 schema = patching.schema_for(rtype.group, rtype.version, rtype.kind)
                 candidate = patching.strategic_merge_patch(old, body, schema)
-            candidate = self._decode(rtype, candidate)
+            # A copy: the patched object shares untouched parts with the stored one.
+            candidate = self._decode(rtype, patching.clone(candidate))
         self._check_version(rtype, old, wanted, required=False)
         new = self._prepare_update(rtype, old, candidate, subresource)
         return self._write(rtype, old, new, dry_run, strict)

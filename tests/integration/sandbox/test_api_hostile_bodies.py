@@ -7,7 +7,10 @@ A real API server decodes a body into typed structs first (a value of the wrong 
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import json
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -385,3 +388,85 @@ async def test_bad_query_parameter_is_a_400(http: aiohttp.ClientSession) -> None
 
     assert (response.status, status["reason"]) == (400, "BadRequest")
     assert "timeoutSeconds" in status["message"]
+
+
+JUNK: list[Any] = [None, 0, -1, 1.5, True, "", "x", "a" * 300, [], [1, "a"], {}, {"k": [1]}, "\x00"]
+SEEDS = {
+    PODS: pod("seed", env=[{"name": "A", "value": "1"}], ports=[{"containerPort": 80}]),
+    CONFIGMAPS: {"metadata": {"name": "seed", "labels": {"a": "b"}}, "data": {"a": "b"}},
+    STEPS: step("seed", spec={"pool": "p", "build": "b", "order": 1, "script": "x", "env": []}),
+    f"{NS}/services": {"metadata": {"name": "seed"}, "spec": {"ports": [{"port": 80}]}},
+}
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix] if prefix else []
+    children = (
+        node.items()
+        if isinstance(node, dict)
+        else enumerate(node)
+        if isinstance(node, list)
+        else ()
+    )
+    for key, value in children:
+        found += _paths(value, (*prefix, key))
+    return found
+
+
+def _mutated(obj: Any, rng: random.Random) -> Any:
+    obj = copy.deepcopy(obj)
+    for _ in range(rng.randint(1, 3)):
+        paths = _paths(obj)
+        if not paths:
+            break
+        *parents, last = rng.choice(paths)
+        node = obj
+        for key in parents:
+            node = node[key]
+        node[last] = copy.deepcopy(rng.choice(JUNK))
+    return obj
+
+
+async def test_randomly_mangled_bodies_never_get_a_500(http: aiohttp.ClientSession) -> None:
+    """Seeded mutations of valid objects on create, replace and merge patch: all 2xx or 4xx."""
+    rng = random.Random(20261204)
+    answers: list[tuple[int, str, Any]] = []
+    for index in range(120):
+        path = rng.choice(sorted(SEEDS))
+        body = copy.deepcopy(SEEDS[path])
+        body["metadata"]["name"] = f"m{index}"
+        method = rng.choice(["POST", "PUT", "PATCH"])
+        if method == "POST":
+            url, sent, content_type = path, _mutated(body, rng), "application/json"
+        else:
+            async with http.post(path, json=body) as created:
+                assert created.status == 201
+            url = f"{path}/m{index}"
+            sent = _mutated(body, rng)
+            content_type = "application/json" if method == "PUT" else MERGE
+        async with http.request(
+            method, url, data=json.dumps(sent), headers={"Content-Type": content_type}
+        ) as response:
+            answers.append((response.status, method, sent))
+
+    assert [a for a in answers if a[0] >= 500] == []
+    assert {status for status, _, _ in answers} & {400, 422}
+
+
+async def test_a_container_that_cannot_be_created_is_reported_not_crashed(
+    http: aiohttp.ClientSession,
+) -> None:
+    manifest = pod("nul", command=["sleep", "100"], workingDir="/a\x00b")
+
+    async with http.post(PODS, json=manifest) as response:
+        assert response.status == 201
+    for _ in range(200):
+        async with http.get(f"{PODS}/nul") as response:
+            status = (await response.json()).get("status") or {}
+        waiting = (status.get("containerStatuses") or [{}])[0].get("state", {}).get("waiting")
+        if waiting and waiting["reason"] == "CreateContainerError":
+            break
+        await asyncio.sleep(0.02)
+
+    assert waiting == {"reason": "CreateContainerError", "message": "embedded null byte"}
+    assert status["phase"] == "Pending"
