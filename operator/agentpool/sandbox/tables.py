@@ -144,11 +144,19 @@ def _pod_cells(pod: Obj) -> list[Any]:
             reason = terminated
     if pod.get("metadata", {}).get("deletionTimestamp"):
         reason = "Terminating"
+    # As kube-apiserver prints it: "3 (12s ago)", the age of the latest restart.
+    last_restarts = [
+        str(((s.get("lastState") or {}).get("terminated") or {}).get("finishedAt") or "")
+        for s in statuses
+        if s.get("restartCount")
+    ]
+    last_restart = max(last_restarts, default="")
+    restarts_cell = f"{restarts} ({age(last_restart)} ago)" if last_restart else str(restarts)
     return [
         pod["metadata"]["name"],
         f"{ready}/{len(spec.get('containers') or [])}",
         reason,
-        str(restarts),
+        restarts_cell,
         age(pod["metadata"].get("creationTimestamp")),
     ]
 

@@ -51,6 +51,31 @@ def test_pod_table_has_default_columns() -> None:
     assert rendered["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
 
 
+def test_pod_restarts_show_the_age_of_the_last_one() -> None:
+    pods = Registry().lookup("", "v1", "pods")
+    assert pods is not None
+    finished = "2020-01-01T00:00:00Z"
+    pod = {
+        "metadata": {"name": "p", "creationTimestamp": finished},
+        "spec": {"containers": [{"name": "c"}]},
+        "status": {
+            "phase": "Running",
+            "containerStatuses": [
+                {
+                    "restartCount": 3,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 1, "finishedAt": finished}},
+                }
+            ],
+        },
+    }
+
+    cells = table(pods, [pod], "7")["rows"][0]["cells"]
+
+    assert cells[2] == "CrashLoopBackOff"
+    assert cells[3] == f"3 ({age(finished)} ago)"
+
+
 def test_an_event_row_falls_back_to_event_time_and_series() -> None:
     now = datetime(2026, 1, 1, 0, 10, tzinfo=UTC)
     event = {
