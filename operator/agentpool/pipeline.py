@@ -160,7 +160,8 @@ async def cancel_builds(
 ) -> list[str]:
     wanted = set(builds)
     views = [v for v in await list_steps(clients, namespace) if v.build in wanted]
-    return await cancel_steps(clients, namespace, views)
+    # The running step first: the operator then skips the later ones (PreviousStepCancelled).
+    return await cancel_steps(clients, namespace, in_order(views))
 
 
 # --- showing builds -----------------------------------------------------------------------
