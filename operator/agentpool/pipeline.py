@@ -175,6 +175,7 @@ async def show_build(
     follow: bool,
 ) -> Verdict:
     """Each step's output under a header, in the order given; the build's verdict."""
+    progress.refresh(steps)
     refresher = asyncio.create_task(_refresh(follower, progress, [s.name for s in steps]))
     finals: list[StepView] = []
     try:

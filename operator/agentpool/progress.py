@@ -19,7 +19,7 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
-from agentpool.builds import StepView, status_line, waiting_for
+from agentpool.builds import StepView, in_order, status_line, waiting_for
 
 __all__ = ["LiveProgress", "PlainProgress", "Progress", "make_progress"]
 
@@ -98,10 +98,15 @@ class LiveProgress:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._partial = ""
         self._steps: dict[str, StepView] = {}
+        self._given: list[str] = []  # the order the steps are shown in
         self._current: str | None = None
         self._started = time.monotonic()
+        # Rendered afresh at each refresh, so that the elapsed time moves between updates.
         self._live = Live(
-            self._render(), console=self.console, refresh_per_second=4, transient=False
+            console=self.console,
+            refresh_per_second=4,
+            transient=False,
+            get_renderable=self._render,
         )
         self._live.start()
 
@@ -128,7 +133,7 @@ class LiveProgress:
         return Group(Rule(style="dim"), line, table)
 
     def _update(self) -> None:
-        self._live.update(self._render())
+        self._live.refresh()
 
     def _print_lines(self, text: str) -> None:
         lines = (self._partial + text).split("\n")
@@ -138,7 +143,9 @@ class LiveProgress:
 
     def header(self, step: StepView, index: int, total: int) -> None:
         self._current = step.name
-        self._steps.setdefault(step.name, step)
+        if step.name not in self._steps:
+            self._given.append(step.name)
+            self._steps[step.name] = step
         self.console.print(Rule(f"[{index}/{total}] step {step.name} (build {step.build})"))
         self._update()
 
@@ -160,8 +167,10 @@ class LiveProgress:
         self.console.print(Text(text, style="dim"))
 
     def refresh(self, steps: Sequence[StepView]) -> None:
-        for step in steps:
-            self._steps[step.name] = step
+        if not self._given:
+            self._given = [step.name for step in steps]
+        known = {**self._steps, **{step.name: step for step in steps}}
+        self._steps = {step.name: step for step in in_order(known.values(), self._given)}
         self._update()
 
     def close(self) -> None:
