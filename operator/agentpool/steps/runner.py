@@ -82,6 +82,9 @@ class BuildRunner:
         self._arrivals = 0  # steps added so far: the batch window restarts on each
         self._placed: str | None = None  # the agent a status write of this build names
         self._gone_results: set[str] = set()
+        self._ran_here = 0  # steps of the build finished on the leased agent (its workspace)
+        self._lost_reason = ""  # why the build's last lost agent was lost
+        self._lost_with = 0  # steps of the build that ran on agents it lost (their workspaces)
 
     # --- queue ------------------------------------------------------------------------
 
@@ -121,6 +124,7 @@ class BuildRunner:
             while True:
                 decision = self.queue.next()
                 if decision is None:
+                    self._lost_with = 0  # the build is over: steps appended later start anew
                     for name in self._gone_results:
                         self.queue.forget(name)
                     self._gone_results.clear()
@@ -166,6 +170,8 @@ class BuildRunner:
                     continue  # parked as Pending/PoolNotFound until the pool is back
                 finally:
                     self.running = None
+                if self.lease is not None and run.agent == self.lease.pod_name:
+                    self._ran_here += 1
                 self._finish(run, outcome)
         except asyncio.CancelledError:
             await self.close()  # operator shutdown: steps go on in their containers
@@ -264,6 +270,18 @@ class BuildRunner:
                     # pool instead of failing the step.
                     await self._release_lease()
                     raise _PoolDeleted from None
+                ran_there = self._ran_here + self._lost_with
+                if failure.failure is Failure.AGENT_LOST and ran_there:
+                    # Earlier steps of the build ran on the lost agent: its workspace went with
+                    # it, and a retry elsewhere would go on as if it were there. The step fails
+                    # and the build's later steps are skipped; the build can be re-run.
+                    return Outcome(
+                        StepPhase.FAILED,
+                        Failure.AGENT_LOST.value,
+                        f"{failure}; {ran_there} earlier step(s) of build "
+                        f"{self.queue.key[1]} ran there and its workspace is gone, so the step "
+                        "is not retried elsewhere: re-run the build",
+                    )
                 if should_retry(failure.failure, run.attempts, run.spec.retries):
                     log.warning(
                         "step %s/%s attempt %d: %s; retrying",
@@ -308,6 +326,14 @@ class BuildRunner:
             if run.deleted.is_set() and not run.submitted:
                 return StepResult(-1, "cancelled", 0)  # deleted while the API server throttled
             namespace, pod, lost = await self._agent_for(run)
+            if run.submitted and run.agent is not None and pod != run.agent:
+                # The step may have started on its agent, which is gone: resuming it elsewhere
+                # would start it again in a workspace that is not the build's.
+                raise InfrastructureFailure(
+                    Failure.AGENT_LOST,
+                    f"agent {run.agent} was lost while the step ran on it"
+                    + (f" ({self._lost_reason})" if self._lost_reason else ""),
+                )
             quota = self._quota(spec)
             if not run.submitted and self._placed != pod:
                 await self._place(run, pod)
@@ -570,6 +596,10 @@ class BuildRunner:
         self._gathered = False
         if lease is None:
             return
+        if lease.lost.is_set():
+            self._lost_reason = lease.lost_reason
+            self._lost_with += self._ran_here
+            self._ran_here = 0
         spec = self.ctx.agents.pool_spec(self.pool)
         delete = lease.lost.is_set() or (spec is not None and spec.ephemeral)
         try:

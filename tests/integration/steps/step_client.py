@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from kubernetes_asyncio.client import ApiClient, CustomObjectsApi
+from kubernetes_asyncio.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes_asyncio.client.exceptions import ApiException
 from polling import eventually
 
@@ -92,6 +92,11 @@ class BuildSteps:
             name,
             body,
             _content_type="application/merge-patch+json",
+        )
+
+    async def delete_pod(self, name: str) -> None:
+        await CoreV1Api(self.api).delete_namespaced_pod(
+            name, STEPS_NAMESPACE, grace_period_seconds=0
         )
 
     async def delete(self, name: str) -> None:
