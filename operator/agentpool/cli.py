@@ -147,8 +147,25 @@ def sandbox(
 
     Prints the kubeconfig path, then serves until interrupted.
     """
+    _require_sandbox("sandbox")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve_sandbox(port, kubeconfig_path, profiles_file, state_dir))
+
+
+# The sandbox extra's modules (pyproject: optional-dependencies.sandbox).
+SANDBOX_MODULES = ("jsonschema", "jsonpatch", "kubernetes_validate")
+
+
+def _require_sandbox(command: str) -> None:
+    """One line naming what to install when the sandbox extra is missing, not a traceback."""
+    import importlib.util  # noqa: PLC0415
+
+    missing = [name for name in SANDBOX_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise click.ClickException(
+            f"agentpool {command} needs the sandbox extra ({', '.join(missing)} not installed): "
+            "pip install 'agentpool-operator[sandbox]' (from a clone: pip install '.[sandbox]')"
+        )
 
 
 async def _serve_sandbox(
@@ -611,7 +628,7 @@ def build_rerun(
     "examples_dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=None,
-    help="Manifests to apply (default: the repository's examples/).",
+    help="Manifests to apply (default: the examples shipped with the package).",
 )
 @click.option(
     "--timeout",
@@ -622,6 +639,7 @@ def build_rerun(
 )
 def demo(examples_dir: Path | None, timeout: float) -> None:
     """Sandbox, CRDs, operator and examples/ in one go; exits 0 when all behaved as designed."""
+    _require_sandbox("demo")
     from agentpool.demo import run as run_demo  # noqa: PLC0415
 
     ok = run_demo(examples_dir, timeout=timeout)

@@ -40,7 +40,9 @@ from agentpool.status import steps_by_phase
 
 __all__ = ["Check", "Outcome", "StepResult", "judge", "run"]
 
-REPOSITORY = Path(__file__).resolve().parents[2]
+# The package ships the CRDs and examples (in a clone, `crds` and `examples` here are links to
+# the repository's directories), so the demo runs from any directory once installed.
+PACKAGE = Path(__file__).parent
 NAMESPACE = "default"
 DEMO_USER_AGENT = "agentpool-demo"
 EXPECT_PHASE = "demo.agentpool.dev/expect-phase"
@@ -372,7 +374,7 @@ async def _demo(
                 console.print(f"[bold]operator[/] running; metrics at {operator.metrics_url}")
                 await _apply(api, documents)
                 console.print(
-                    f"[bold]applied[/] {len(documents)} objects from examples/: "
+                    f"[bold]applied[/] {len(documents)} objects from the examples: "
                     f"pool {pool_name} and {len(documents) - 1} BuildSteps"
                 )
                 timed_out = await _follow(api, pool_name, within, console)
@@ -459,11 +461,14 @@ def run(
 ) -> bool:
     """Run the demo; True when it behaved as designed."""
     console = console or Console()
-    examples = examples or REPOSITORY / "examples"
-    crds = crds or REPOSITORY / "crds"
+    examples = examples or PACKAGE / "examples"
+    crds = crds or PACKAGE / "crds"
     for needed in (examples, crds):
         if not needed.is_dir():
-            console.print(f"[red]{needed} is missing: run the demo from a clone of the repository")
+            console.print(
+                f"[red]{needed} is missing: reinstall agentpool-operator (its package ships "
+                "the CRDs and examples), or give --examples"
+            )
             return False
     # The operator's own log would drown the progress display; warnings still show.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
