@@ -5,10 +5,11 @@
 -- be resumed, which a BuildStep cannot. Pending, Queued and Running are Progressing.
 local hs = {}
 
-local function explain(status, fallback)
+local function explain(status, fallback, phase)
+  -- The reason is left out when it only repeats the phase (reason Queued in phase Queued).
   local reason = status.reason
   local message = status.message
-  local hasReason = reason ~= nil and reason ~= ""
+  local hasReason = reason ~= nil and reason ~= "" and reason ~= phase
   local hasMessage = message ~= nil and message ~= ""
   if hasReason and hasMessage then
     return reason .. ": " .. message
@@ -18,6 +19,18 @@ local function explain(status, fallback)
     return message
   end
   return fallback
+end
+
+-- Whether `text` already states the exit code (the operator's "exited with code 2").
+local function mentionsCode(text, code)
+  local c = tostring(code)
+  for _, form in ipairs({"code " .. c, "exited " .. c, "exited with " .. c}) do
+    local first, last = string.find(text, form, 1, true)
+    if first ~= nil and not string.find(string.sub(text, last + 1, last + 1), "%d") then
+      return true
+    end
+  end
+  return false
 end
 
 local status = obj.status
@@ -33,20 +46,20 @@ if phase == "Succeeded" then
   hs.message = explain(status, "Succeeded")
 elseif phase == "Skipped" then
   hs.status = "Healthy"
-  hs.message = "Skipped: " .. explain(status, "an earlier step of the build failed")
+  hs.message = "Skipped: " .. explain(status, "an earlier step of the build failed", "Skipped")
 elseif phase == "Failed" then
   hs.status = "Degraded"
   local detail = explain(status, "the step failed")
-  if status.exitCode ~= nil then
+  if status.exitCode ~= nil and not mentionsCode(detail, status.exitCode) then
     detail = detail .. " (exit code " .. tostring(status.exitCode) .. ")"
   end
   hs.message = detail
 elseif phase == "Cancelled" then
   hs.status = "Degraded"
-  hs.message = "Cancelled: " .. explain(status, "the step was cancelled")
+  hs.message = "Cancelled: " .. explain(status, "the step was cancelled", "Cancelled")
 elseif phase == "Pending" or phase == "Queued" or phase == "Running" then
   hs.status = "Progressing"
-  hs.message = phase .. ": " .. explain(status, "in progress")
+  hs.message = phase .. ": " .. explain(status, "in progress", phase)
 else
   hs.status = "Unknown"
   hs.message = "Unknown phase " .. tostring(phase)

@@ -168,8 +168,63 @@ def step(status: dict[str, Any] | None) -> dict[str, Any]:
                     "exitCode": 1,
                 }
             ),
-            ("Degraded", "NonZeroExit: script exited with 1 (exit code 1)"),
-            id="failed-with-exit-code",
+            ("Degraded", "NonZeroExit: script exited with 1"),
+            id="failed-message-states-the-exit-code",
+        ),
+        pytest.param(
+            step(
+                {
+                    "phase": "Failed",
+                    "reason": "ScriptFailed",
+                    "message": "the script exited with code 2",
+                    "exitCode": 2,
+                }
+            ),
+            ("Degraded", "ScriptFailed: the script exited with code 2"),
+            id="operator-script-failure-says-the-code-once",
+        ),
+        pytest.param(
+            step(
+                {
+                    "phase": "Failed",
+                    "reason": "Timeout",
+                    "message": "the step ran longer than its timeout of 12 s and was killed",
+                    "exitCode": 1,
+                }
+            ),
+            (
+                "Degraded",
+                "Timeout: the step ran longer than its timeout of 12 s and was killed "
+                "(exit code 1)",
+            ),
+            id="failed-with-exit-code-not-in-the-message",
+        ),
+        pytest.param(
+            step({"phase": "Failed", "message": "exited with code 12", "exitCode": 1}),
+            ("Degraded", "exited with code 12 (exit code 1)"),
+            id="another-number-is-not-the-exit-code",
+        ),
+        pytest.param(
+            step(
+                {
+                    "phase": "Queued",
+                    "reason": "Queued",
+                    "message": "waiting for an agent of pool demo (build b)",
+                }
+            ),
+            ("Progressing", "Queued: waiting for an agent of pool demo (build b)"),
+            id="reason-repeating-the-phase-is-said-once",
+        ),
+        pytest.param(
+            step(
+                {
+                    "phase": "Cancelled",
+                    "reason": "Cancelled",
+                    "message": "cancelled with the annotation agentpool.dev/cancel=true",
+                }
+            ),
+            ("Degraded", "Cancelled: cancelled with the annotation agentpool.dev/cancel=true"),
+            id="cancelled-by-annotation-said-once",
         ),
         pytest.param(
             step(
