@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import yaml
-from conformance_cluster import ROOT, Cluster
+from conformance_cluster import ROOT, Cluster, LineReader
 
 WAIT = "--timeout=60s"
 JSON_PATCH = json.dumps(
@@ -225,3 +226,37 @@ def test_output_formats_people_script_with(crds: Cluster, namespace: str) -> Non
     ]
     assert sorted(template.split()) == ["1", "2", "3"]
     assert columns.splitlines()[0].split() == ["NAME", "POOL"]
+
+
+def test_run_interactively_streams_output_and_exit_code(cluster: Cluster, namespace: str) -> None:
+    """`kubectl run -i --rm`: attach relays the output; the exit code comes from the pod."""
+    result = cluster.kubectl(
+        "run", "oneshot", "-n", namespace, "-i", "--rm", "--restart=Never", "--image=busybox",
+        "--command", "--", "sh", "-c", "echo first; sleep 1; echo later; exit 3",
+    )  # fmt: skip
+
+    assert result.returncode == 3
+    assert result.stdout.splitlines()[:2] == ["first", "later"]
+    assert "couldn't attach" not in result.stderr
+    assert cluster.kubectl("get", "pod", "oneshot", "-n", namespace).returncode != 0
+
+
+def test_attach_to_a_running_container(cluster: Cluster, namespace: str) -> None:
+    cluster.ok(
+        "run", "ticker", "-n", namespace, "--image=busybox", "--command", "--",
+        "sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done",
+    )  # fmt: skip
+    cluster.ok("wait", "-n", namespace, "--for=condition=Ready", WAIT, "pod/ticker")
+
+    with subprocess.Popen(
+        [cluster.kubectl_path, f"--kubeconfig={cluster.kubeconfig}", "attach", "-n", namespace,
+         "ticker"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as attached:  # fmt: skip
+        assert attached.stdout is not None
+        lines = LineReader(attached.stdout)
+        first = lines.wait_for("tick")
+        second = lines.wait_for("tick")
+        attached.terminate()
+
+    assert int(second.split()[1]) == int(first.split()[1]) + 1

@@ -11,6 +11,7 @@ Obj = dict[str, Any]
 # Subresources served for every type that has them, with their verbs.
 _STATUS_VERBS = ["get", "patch", "update"]
 _POD_SUBRESOURCES = {
+    "pods/attach": ("PodAttachOptions", ["create", "get"]),
     "pods/exec": ("PodExecOptions", ["create", "get"]),
     "pods/log": ("Pod", ["get"]),
 }

@@ -312,11 +312,11 @@ async def _run(
             tty=options.tty,
         )
     except OSError as error:
-        await _send_status(session, start_failure(error, options.command))
+        await send_status(session, start_failure(error, options.command))
         await ws.close()
         return
     except PodGone as error:
-        await _send_status(session, ApiError(404, "NotFound", str(error)).status())
+        await send_status(session, ApiError(404, "NotFound", str(error)).status())
         await ws.close()
         return
 
@@ -332,7 +332,7 @@ async def _run(
     try:
         await asyncio.wait({completion, feeder}, return_when=asyncio.FIRST_COMPLETED)
         if completion.done() and not completion.cancelled() and not session.client_gone.is_set():
-            await _send_status(session, exit_status(completion.result(), options.command))
+            await send_status(session, exit_status(completion.result(), options.command))
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await ws.close()
         session.client_gone.set()
@@ -360,7 +360,7 @@ def _schedule_drop(
     return asyncio.create_task(drop())
 
 
-async def _send_status(session: ExecSession, status: Mapping[str, Any]) -> None:
+async def send_status(session: ExecSession, status: Mapping[str, Any]) -> None:
     if session.protocol in (V1, BASE64):
         # The original protocol carries only the error text, nothing on success.
         if status.get("status") == "Success":

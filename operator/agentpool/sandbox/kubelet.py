@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from agentpool.sandbox import attach, lifecycle, profiles, stats
 from agentpool.sandbox import exec as exec_channel
-from agentpool.sandbox import lifecycle, profiles, stats
 from agentpool.sandbox.containers import (
     Container,
     ContainerRuntime,
@@ -471,6 +471,15 @@ async def exec_handler(request: web.Request) -> web.StreamResponse:
         return _error_response(error)
 
 
+async def attach_handler(request: web.Request) -> web.StreamResponse:
+    try:
+        kubelet = request.app[KUBELET_KEY].get()
+        pod = kubelet.store.get("pods", request.match_info["namespace"], request.match_info["name"])
+        return await attach.serve(request, pod, kubelet.runtime)
+    except ApiError as error:
+        return _error_response(error)
+
+
 def _int_param(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
@@ -594,6 +603,8 @@ def install(app: web.Application, sandbox: Sandbox) -> None:
     app.router.add_route("GET", pod_path + "/exec", exec_handler)
     app.router.add_route("POST", pod_path + "/exec", exec_handler)
     app.router.add_route("GET", pod_path + "/log", log_handler)
+    app.router.add_route("GET", pod_path + "/attach", attach_handler)
+    app.router.add_route("POST", pod_path + "/attach", attach_handler)
 
     async def lifecycle(app: web.Application) -> Any:
         profile_set = profiles.load(sandbox.profiles_file)
