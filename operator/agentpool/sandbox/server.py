@@ -26,7 +26,7 @@ from agentpool.sandbox.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
-from agentpool.sandbox.store import Store
+from agentpool.sandbox.store import Store, check_propagation_policy
 from agentpool.sandbox.watch import Event, Subscription
 
 log = logging.getLogger(__name__)
@@ -513,6 +513,7 @@ class ApiServer:
         rtype = target.rtype
         labels, fields = self._selectors(request, rtype)
         options = await self._delete_options(request)
+        check_propagation_policy(options.get("propagationPolicy"))
         items, _ = self.store.select(rtype.key, target.namespace, labels, fields)
         deleted = []
         for obj in list(items):

@@ -65,6 +65,25 @@ def now_timestamp() -> str:
 _GO_JSON_TYPES = {"integer": "number", "boolean": "bool"}
 
 
+def check_propagation_policy(policy: Any) -> None:
+    """422 like the API server's DeleteOptions validation for an unknown policy."""
+    if policy in (None, "Background", "Foreground", "Orphan"):
+        return
+    raise errors.invalid(
+        "meta.k8s.io",
+        "DeleteOptions",
+        "",
+        [
+            field_cause(
+                "FieldValueNotSupported",
+                "propagationPolicy",
+                f'Unsupported value: "{policy}": supported values: "Foreground", "Background", '
+                '"Orphan", "nil"',
+            )
+        ],
+    )
+
+
 def _zero_nulls(obj: Obj) -> None:
     """What decoding into Go structs makes of JSON nulls, where the sandbox relies on shapes.
 
@@ -650,8 +669,7 @@ class Store:
                 )
         if rtype.key == NAMESPACES_KEY and name in _PROTECTED_NAMESPACES:
             raise errors.forbidden("", "namespaces", name, "this namespace may not be deleted")
-        if propagation_policy not in (None, "Background", "Foreground", "Orphan"):
-            raise errors.bad_request(f"unsupported propagationPolicy: {propagation_policy}")
+        check_propagation_policy(propagation_policy)
         if dry_run:
             return old
         if meta.get("deletionTimestamp"):

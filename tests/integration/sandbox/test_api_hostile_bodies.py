@@ -470,3 +470,19 @@ async def test_a_container_that_cannot_be_created_is_reported_not_crashed(
 
     assert waiting == {"reason": "CreateContainerError", "message": "embedded null byte"}
     assert status["phase"] == "Pending"
+
+
+@pytest.mark.parametrize("path", [f"{CONFIGMAPS}/cm", CONFIGMAPS])
+async def test_unknown_propagation_policy_is_422_and_deletes_nothing(
+    http: aiohttp.ClientSession, path: str
+) -> None:
+    async with http.delete(path, params={"propagationPolicy": "Eventually"}) as response:
+        status = await response.json()
+    async with http.get(f"{CONFIGMAPS}/cm") as still:
+        assert still.status == 200
+
+    assert (response.status, status["reason"]) == (422, "Invalid")
+    assert status["message"] == (
+        'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: Unsupported value: '
+        '"Eventually": supported values: "Foreground", "Background", "Orphan", "nil"'
+    )
