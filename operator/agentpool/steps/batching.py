@@ -331,7 +331,9 @@ def build_launcher(request: StepRequest) -> bytes:
     # the step (its group exists by now). Not `cancel`: the driver makes that file before it
     # signals the keeper, and a launcher acting on it in between ends the step without the
     # keeper knowing why (rc `143 exit`); the keeper alone decides a step was stopped.
-    lines = ['[ -e "$1/halt" ] && exit 143']
+    # The launcher holds env values: its name goes at once (sh keeps reading the open file),
+    # so no env value of a step stays on the agent's disk while it runs or after.
+    lines = ['rm -f "$1/launch"', '[ -e "$1/halt" ] && exit 143']
     # A setup failure is named in `setup` for the keeper (the step's reason), and explained
     # in the step's output; the exit code alone could be the script's own.
     if request.working_dir:

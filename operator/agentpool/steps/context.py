@@ -53,6 +53,11 @@ class AgentSource(Protocol):
         """How many builds wait for an agent of `pool`."""
 
 
+# Files of at most this many steps per container wait for a next session; more go with the
+# agent (a bounded memory for agents that are never used again).
+LEFTOVERS_PER_CONTAINER = 1000
+
+
 async def _nothing() -> None:
     return None
 
@@ -76,6 +81,17 @@ class RunnerContext:
     event: Callable[[StepRun, str, str], None] = lambda run, reason, message: None
     # Until the step's status updates so far are written (the placement before a first start).
     written: Callable[[StepRun], Awaitable[None]] = field(default=lambda run: _nothing())
+    # Whether every status update of the step is written (its agent-side files may go then).
+    settled: Callable[[StepRun], bool] = lambda run: False
+    # Finished steps whose files are still on (pod, container), for the next session there.
+    leftovers: dict[tuple[str, str], list[StepRun]] = field(default_factory=dict)
     pools_changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def leave(self, pod: str, container: str, run: StepRun) -> None:
+        """Leave the step's files to the next session into `container` of `pod`."""
+        left = self.leftovers.setdefault((pod, container), [])
+        if len(left) < LEFTOVERS_PER_CONTAINER:
+            left.append(run)
+
     # Tests replace how an exec stream is opened (e.g. to count or fail connections).
     open_stream: Callable[[str, str, str], Awaitable[Any]] | None = None

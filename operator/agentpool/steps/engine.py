@@ -98,6 +98,7 @@ class StepEngine:
             state_dir=config.agent_state_dir,
             event=self._event,
             written=lambda run: self.writer.written(run.namespace, run.name),
+            settled=lambda run: self.writer.settled(run.namespace, run.name),
         )
         self._queues: dict[RunnerKey, BuildQueue] = {}
         self._runners: dict[RunnerKey, BuildRunner] = {}

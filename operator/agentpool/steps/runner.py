@@ -83,6 +83,9 @@ class BuildRunner:
         self._placed: str | None = None  # the agent a status write of this build names
         self._gone_results: set[str] = set()
         self._ran_here = 0  # steps of the build finished on the leased agent (its workspace)
+        # Finished steps whose files (output, exit code) are still on their agent: removed
+        # over the open session once their final status is written.
+        self._forgettable: list[tuple[str, str, StepRun]] = []
         self._lost_reason = ""  # why the build's last lost agent was lost
         self._lost_with = 0  # steps of the build that ran on agents it lost (their workspaces)
 
@@ -172,6 +175,8 @@ class BuildRunner:
                     self.running = None
                 if self.lease is not None and run.agent == self.lease.pod_name:
                     self._ran_here += 1
+                if run.submitted and run.agent is not None:
+                    self._forgettable.append((run.agent, container, run))
                 self._finish(run, outcome)
         except asyncio.CancelledError:
             await self.close()  # operator shutdown: steps go on in their containers
@@ -228,6 +233,7 @@ class BuildRunner:
         if self._sessions:
             if await self._wait_work(linger, yield_quota=True, hand_over=True):
                 return
+            await self._forget_finished()
             await self._sessions.close_all()
         if self.lease is not None:
             grace = max(0.0, self.ctx.build_grace - (loop.time() - start))
@@ -352,6 +358,8 @@ class BuildRunner:
                 )
                 continue
             backoff.succeeded()
+            if opened.steps == 0:
+                await self._forget_leftovers(pod, container, opened)
             session = opened.session
             # Before the write: once any of the message may have left, the step may run.
             run.submitted = True
@@ -421,6 +429,30 @@ class BuildRunner:
                 await first_done([lost.wait(), run.deleted.wait()], within=delay)
                 break
             failures = 0 if handle.offset > 0 or handle.pid is not None else failures
+
+    async def _forget_finished(self) -> None:
+        """The build is done with its sessions: remove its finished steps' files (output, exit
+        code) from the agent, so that no later build there finds them. Only steps whose final
+        status is written: a restarted operator then reads the status, never the files. The
+        others are left to the next session into their container (`_forget_leftovers`)."""
+        for pod, container, run in self._forgettable:
+            opened = self._sessions.current(pod, container)
+            if opened is None or not self.ctx.settled(run):
+                self.ctx.leave(pod, container, run)
+                continue
+            with contextlib.suppress(SessionLost):
+                await opened.session.forget(run.step_id)
+        self._forgettable = []
+
+    async def _forget_leftovers(self, pod: str, container: str, opened: OpenSession) -> None:
+        """A new session into `container`: first remove what earlier builds left there (the
+        driver handles messages in order, so before this build's first step)."""
+        for run in self.ctx.leftovers.pop((pod, container), []):
+            if not self.ctx.settled(run):
+                self.ctx.leave(pod, container, run)
+                continue
+            with contextlib.suppress(SessionLost):
+                await opened.session.forget(run.step_id)
 
     async def _exec_failed(
         self,

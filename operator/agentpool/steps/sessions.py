@@ -52,6 +52,11 @@ class Sessions:
     def __bool__(self) -> bool:
         return bool(self._open)
 
+    def current(self, pod: str, container: str) -> OpenSession | None:
+        """The session open into `container` of `pod`, if any."""
+        opened = self._open.get((pod, container))
+        return opened if opened is not None and opened.session.open else None
+
     def handover_waits(self) -> list[Coroutine[Any, Any, None]]:
         """One wait per open session until its slot is wanted elsewhere: builds wait for a
         session, or requests starve (`handover.release_when_idle`)."""

@@ -128,6 +128,10 @@ class StatusWriter:
             pending.attempted.clear()
             await first_done([pending.done.wait(), pending.attempted.wait()])
 
+    def settled(self, namespace: str, name: str) -> bool:
+        """Every update made for the step is written (or given up): nothing is in flight."""
+        return (namespace, name) not in self._pending
+
     def pending(self, namespace: str, name: str) -> dict[str, Any]:
         """Fields not yet written for a step (a copy)."""
         current = self._pending.get((namespace, name))

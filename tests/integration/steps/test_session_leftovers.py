@@ -41,3 +41,21 @@ async def test_many_trivial_steps_leave_no_process(open_session, container, unti
 
     # Keepers end a moment after writing `rc`; a leaked timer would sleep for an hour.
     await until(lambda: not processes_in(container.root), 10.0)
+
+
+async def test_no_env_value_of_a_step_stays_on_the_agents_disk(open_session, container) -> None:
+    session, shell = await open_session()
+    secret = "s3cr3t-token-value"
+    request = StepRequest(
+        step_id="s1", script=b'[ -n "$TOKEN" ] && echo has-token', env={"TOKEN": secret}
+    )
+
+    result = await (await session.submit(request)).wait()
+    async with asyncio.timeout(10):
+        await session.close()
+    await shell.result()
+
+    assert result.exit_code == 0
+    leftovers = [p for p in container.state_dir.rglob("*") if p.is_file()]
+    assert leftovers  # the step's output and exit code are kept until the step is forgotten
+    assert not [p for p in leftovers if secret.encode() in p.read_bytes()]
