@@ -1,4 +1,4 @@
-"""`python -m bench [agents|steps|all] [--quick]`: run benchmarks on the sandbox (`make bench`).
+"""`python -m bench [agents|steps|pressure|all] [--quick]`: sandbox benchmarks (`make bench`).
 
 Each benchmark is a module of this package with `async def run(out: Path) -> dict`: it prints
 its table, writes `<out>/<name>.json` and refreshes its section of docs/performance.md; for
@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.report import RESULTS
 
-BENCHMARKS = ("agents", "steps")
+BENCHMARKS = ("agents", "steps", "pressure")
 
 
 async def run_benchmark(name: str, out: Path, quick: bool) -> dict[str, Any]:

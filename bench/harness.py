@@ -10,17 +10,22 @@
   phase; `PoolWatch` does the same for AgentPool status (warm agents).
 - `StatsView` reads `/sandbox/v1/stats`: the figures the benchmarks report come from the
   sandbox, never from the operator's own accounting.
+- `testbed(state_dir, time_scale)` is a sandbox with the client and both watches, for
+  benchmarks that start an operator per configuration; `operator_process(config, log)` runs
+  the operator in a child process (`agentpool run`), so that its memory and CPU are its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import json
 import math
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,7 +37,7 @@ import kopf
 import yaml
 
 from agentpool import USER_AGENT
-from agentpool.config import Config
+from agentpool.config import ENV_PREFIX, SETTINGS, Config
 from agentpool.runtime import run_operator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,6 +207,109 @@ def operator_config(cluster: Cluster, **overrides: Any) -> Config:
     return base.with_overrides(overrides)
 
 
+def config_environment(config: Config) -> dict[str, str]:
+    """`config` as the `AGENTPOOL_*` variables that `agentpool run` reads back."""
+    environment = {}
+    for setting in SETTINGS:
+        value = getattr(config, setting.name)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, tuple):
+            text = ",".join(value)
+        elif isinstance(value, enum.Enum):
+            text = str(value.value)
+        else:
+            text = str(value)
+        environment[setting.env_var] = text
+    return environment
+
+
+@dataclass(frozen=True)
+class ProcessUsage:
+    """What the kernel accounts to one process."""
+
+    peak_rss_kib: int  # VmHWM
+    cpu_seconds: float  # utime + stime
+
+
+def peak_rss_kib(status_text: str) -> int:
+    """VmHWM of a `/proc/<pid>/status` text, in KiB (0 when absent)."""
+    for line in status_text.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(stat_text: str, ticks_per_second: int) -> float:
+    """utime + stime of a `/proc/<pid>/stat` text (fields 14 and 15), in seconds."""
+    fields = stat_text.rsplit(")", 1)[1].split()  # from field 3 (state) on
+    return (int(fields[11]) + int(fields[12])) / ticks_per_second
+
+
+def process_usage(pid: int) -> ProcessUsage:
+    return ProcessUsage(
+        peak_rss_kib=peak_rss_kib(Path(f"/proc/{pid}/status").read_text()),
+        cpu_seconds=cpu_seconds(Path(f"/proc/{pid}/stat").read_text(), os.sysconf("SC_CLK_TCK")),
+    )
+
+
+@dataclass
+class OperatorProcess:
+    """A running `agentpool run`; `stopped_in` and `exit_code` are set once it has stopped."""
+
+    process: asyncio.subprocess.Process
+    started: float  # time.monotonic() when it was started
+    log: Path
+    stopped_in: float | None = None
+    exit_code: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def usage(self) -> ProcessUsage:
+        if self.process.returncode is not None:
+            raise BenchError(f"the operator exited ({self.process.returncode}); see {self.log}")
+        return process_usage(self.pid)
+
+
+@contextlib.asynccontextmanager
+async def operator_process(config: Config, log: Path) -> AsyncIterator[OperatorProcess]:
+    """`agentpool run` in a child process with `config` (its output goes to `log`), stopped
+    with SIGTERM (SIGKILL after OPERATOR_STOP_WITHIN) when the block ends."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    environment |= config_environment(config)
+    with log.open("wb") as output:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agentpool.cli",
+            "run",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            env=environment,
+            cwd=ROOT,
+        )
+    running = OperatorProcess(process, time.monotonic(), log)
+    try:
+        yield running
+    finally:
+        stopping = time.monotonic()
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(OPERATOR_STOP_WITHIN):
+                running.exit_code = await process.wait()
+            running.stopped_in = time.monotonic() - stopping
+        except TimeoutError:
+            process.kill()
+            running.exit_code = await process.wait()
+
+
 # --- the client ----------------------------------------------------------------------------
 
 
@@ -263,6 +371,13 @@ class BenchClient:
     async def reset_stats(self) -> None:
         await self.request("DELETE", "/sandbox/v1/stats")
 
+    async def set_faults(self, faults: Json) -> None:
+        """Replace the sandbox's fault injection (`/sandbox/v1/faults`, see faults.py)."""
+        await self.request("PUT", "/sandbox/v1/faults", faults)
+
+    async def clear_faults(self) -> None:
+        await self.request("DELETE", "/sandbox/v1/faults")
+
     async def watch(self, plural: str) -> AsyncIterator[tuple[str, Json]]:
         """Events of a collection from now on; resumes after server timeouts."""
         listing = await self.request("GET", _collection(plural))
@@ -307,8 +422,12 @@ class _Follower:
                 self.objects.pop(name, None)
             else:
                 self.objects[name] = obj
+                self.seen(name, obj)
             async with self.changed:
                 self.changed.notify_all()
+
+    def seen(self, name: str, obj: Json) -> None:
+        """Called with every version of every object the watch delivers."""
 
     async def wait_for(self, condition: Callable[[], bool], within: float, what: str) -> None:
         try:
@@ -337,12 +456,32 @@ class StepWatch(_Follower):
         )
         return {n: self.status(n) for n in names}
 
+    async def wait_done(
+        self, names: Sequence[str], within: float, poll: float = 0.2
+    ) -> tuple[dict[str, Json], bool]:
+        """`wait_final` for thousands of steps: polls those not final yet instead of checking
+        every step at every event. Returns the statuses and whether all finished in time (a
+        late step's status as it is: the caller reports it, a hang does not block the run)."""
+        remaining = list(names)
+        deadline = time.monotonic() + within
+        while remaining and time.monotonic() < deadline:
+            await asyncio.sleep(poll)
+            remaining = [n for n in remaining if not self.is_final(n)]
+        return {n: self.status(n) for n in names}, not remaining
+
 
 class PoolWatch(_Follower):
     """AgentPools as the API server has them."""
 
     def __init__(self, client: BenchClient) -> None:
         super().__init__(client, AGENTPOOLS)
+        # Every (pool, condition type, status) a watch event showed, with its last message.
+        self.conditions_seen: dict[tuple[str, str, str], str] = {}
+
+    def seen(self, name: str, obj: Json) -> None:
+        for condition in (obj.get("status") or {}).get("conditions") or []:
+            key = (name, str(condition.get("type")), str(condition.get("status")))
+            self.conditions_seen[key] = str(condition.get("message") or "")
 
     def idle(self, name: str) -> int:
         status = (self.objects.get(name) or {}).get("status") or {}
@@ -354,6 +493,54 @@ class PoolWatch(_Follower):
             within,
             f"warm agents {dict(wanted)}",
         )
+
+
+# --- objects and a whole bench -------------------------------------------------------------
+
+
+def warm_pool_body(name: str, agents: int, **spec: Any) -> Json:
+    """An AgentPool of `agents` agents kept warm (`minIdle` = `maxAgents`), plus `spec`."""
+    return {
+        "apiVersion": GROUP_VERSION,
+        "kind": "AgentPool",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "minIdle": agents,
+            "maxAgents": agents,
+            "template": {"spec": {"containers": [{"name": "main", "image": "busybox"}]}},
+            **spec,
+        },
+    }
+
+
+def step_body(name: str, pool: str, build: str, order: int, script: str = "true") -> Json:
+    return {
+        "apiVersion": GROUP_VERSION,
+        "kind": "BuildStep",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"pool": pool, "build": build, "order": order, "script": script},
+    }
+
+
+@dataclass(frozen=True)
+class Testbed:
+    """A fresh sandbox, the submitting client and its watches of steps and pools."""
+
+    cluster: Cluster
+    client: BenchClient
+    steps: StepWatch
+    pools: PoolWatch
+
+
+@contextlib.asynccontextmanager
+async def testbed(state_dir: Path, time_scale: float) -> AsyncIterator[Testbed]:
+    async with (
+        sandbox_process(state_dir, time_scale) as cluster,
+        BenchClient(cluster) as client,
+        StepWatch(client) as steps,
+        PoolWatch(client) as pools,
+    ):
+        yield Testbed(cluster, client, steps, pools)
 
 
 # --- reading the figures -------------------------------------------------------------------
@@ -369,6 +556,11 @@ class StatsView:
         by_client = self.document["requests"].get("byClient") or {}
         return int((by_client.get(client) or {}).get("total") or 0)
 
+    def clients(self) -> dict[str, int]:
+        """Requests per client (User-Agent)."""
+        by_client = self.document["requests"].get("byClient") or {}
+        return {client: int(counts.get("total") or 0) for client, counts in by_client.items()}
+
     def requests_by_resource(self, client: str = OPERATOR_CLIENT) -> dict[str, int]:
         """Requests of `client` per `resource verb` key (e.g. `pods/exec exec`)."""
         by_client = self.document["requests"].get("byClient") or {}
@@ -382,6 +574,16 @@ class StatsView:
     def exec_opened(self, pool: str) -> int:
         by_pool = self.document["exec"].get("byPool") or {}
         return int((by_pool.get(f"{NAMESPACE}/{pool}") or {}).get("opened") or 0)
+
+    def exec_open(self, pool: str) -> int:
+        """Exec sessions open for `pool` now."""
+        by_pool = self.document["exec"].get("byPool") or {}
+        return int((by_pool.get(f"{NAMESPACE}/{pool}") or {}).get("current") or 0)
+
+    def responses(self, code: int) -> int:
+        """Responses with status `code` to every client (the sandbox counts codes overall)."""
+        by_code = (self.document.get("responses") or {}).get("byCode") or {}
+        return int(by_code.get(str(code)) or 0)
 
     def pool_peak(self, pool: str, client: str = OPERATOR_CLIENT) -> int:
         """Peak concurrent connections `client` held for `pool` (watches excluded)."""

@@ -46,6 +46,26 @@ class Row:
     def verdict(self) -> str:
         return {True: "yes", False: "NO", None: ""}[self.met]
 
+    def cells(self) -> tuple[str, ...]:
+        return (self.figure, self.baseline, self.candidate, self.target, self.verdict)
+
+
+@dataclass(frozen=True)
+class WideRow:
+    """One figure in any number of configurations; `met` is None when it has no target."""
+
+    figure: str
+    values: tuple[str, ...]
+    target: str = ""
+    met: bool | None = None
+
+    @property
+    def verdict(self) -> str:
+        return {True: "PASS", False: "MISS", None: ""}[self.met]
+
+    def cells(self) -> tuple[str, ...]:
+        return (self.figure, *self.values, self.target, self.verdict)
+
 
 def machine_notes() -> str:
     return (
@@ -58,14 +78,14 @@ def today() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
-    """`columns`: headers of the figure, baseline and candidate columns."""
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Row | WideRow]) -> None:
+    """`columns`: headers of the figure and value columns (target and met follow)."""
     table = Table(title=title, title_justify="left")
     for header in (*columns, "target", "met"):
         table.add_column(header, overflow="fold")
     for row in rows:
         style = "red" if row.met is False else None
-        table.add_row(row.figure, row.baseline, row.candidate, row.target, row.verdict, style=style)
+        table.add_row(*row.cells(), style=style)
     # Wide enough for the figures when piped (rich assumes 80 columns without a terminal).
     console = Console()
     if not console.is_terminal:
@@ -73,15 +93,14 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Row]) -> None
     console.print(table)
 
 
-def markdown_table(columns: Sequence[str], rows: Sequence[Row]) -> str:
+def markdown_table(columns: Sequence[str], rows: Sequence[Row | WideRow]) -> str:
     headers = [*columns, "target", "met"]
     lines = [
         "| " + " | ".join(headers) + " |",
         "|" + "|".join("---" for _ in headers) + "|",
     ]
     for row in rows:
-        cells = (row.figure, row.baseline, row.candidate, row.target, row.verdict)
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row.cells()) + " |")
     return "\n".join(lines)
 
 
@@ -123,11 +142,16 @@ class Benchmark:
 
 def section_heading(bench: Benchmark, heading: str, rows: Sequence[Row], seconds: float) -> str:
     """A docs section's heading, how it was run, and its table: every section opens so."""
+    return f"""{section_opening(bench, heading, seconds)}
+{markdown_table(bench.columns, rows)}
+"""
+
+
+def section_opening(bench: Benchmark, heading: str, seconds: float) -> str:
+    """A docs section's heading and how it was run."""
     return f"""## {heading}
 
 Command: `{bench.command}` ({seconds:.0f} s). Measured {today()} on {machine_notes()}.
-
-{markdown_table(bench.columns, rows)}
 """
 
 
@@ -147,6 +171,24 @@ def publish(
     `scale` is the benchmark's dataclass of workload sizes; `figures` its own results.
     """
     print_table(bench.title, bench.columns, rows)
+    table = [asdict(row) for row in rows]
+    return record(
+        bench, table, failures, figures, seconds=seconds, scale=scale, out=out, section=section
+    )
+
+
+def record(
+    bench: Benchmark,
+    table: Any,
+    failures: list[str],
+    figures: dict[str, Any],
+    *,
+    seconds: float,
+    scale: Any,
+    out: Path,
+    section: str | None,
+) -> dict[str, Any]:
+    """Write `<out>/<name>.json` (with `table`, the figures as shown) and the docs section."""
     document: dict[str, Any] = {
         "name": bench.name,
         "date": today(),
@@ -155,7 +197,7 @@ def publish(
         "seconds": round(seconds, 1),
         "scale": asdict(scale),
         **figures,
-        "table": [asdict(row) for row in rows],
+        "table": table,
         "failures": failures,
     }
     write_results(bench.name, document, out)

@@ -31,8 +31,6 @@ from typing import Any
 from bench.harness import (
     AGENTPOOLS,
     BUILDSTEPS,
-    GROUP_VERSION,
-    NAMESPACE,
     OPERATOR_CLIENT,
     BenchClient,
     PoolWatch,
@@ -44,6 +42,8 @@ from bench.harness import (
     processes_under,
     running_operator,
     sandbox_process,
+    step_body,
+    warm_pool_body,
 )
 from bench.report import Benchmark, Row, publish, section_heading
 
@@ -120,29 +120,6 @@ class Workload:
 # --- one mode --------------------------------------------------------------------------------
 
 
-def _pool(name: str, agents: int, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": GROUP_VERSION,
-        "kind": "AgentPool",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "minIdle": agents,
-            "maxAgents": agents,
-            "template": {"spec": {"containers": [{"name": "main", "image": "busybox"}]}},
-            **spec,
-        },
-    }
-
-
-def _step(name: str, pool: str, build: str, order: int) -> dict[str, Any]:
-    return {
-        "apiVersion": GROUP_VERSION,
-        "kind": "BuildStep",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {"pool": pool, "build": build, "order": order, "script": "true"},
-    }
-
-
 class ModeRun:
     """The workloads of one mode, against one sandbox and one operator."""
 
@@ -191,7 +168,7 @@ class ModeRun:
         """`builds` builds of `steps` steps each, all submitted at once."""
         await self.client.reset_stats()
         work = [
-            (f"{pool}-{b}-{i}", _step(f"{pool}-{b}-{i}", pool, f"{pool}-{b}", i))
+            (f"{pool}-{b}-{i}", step_body(f"{pool}-{b}-{i}", pool, f"{pool}-{b}", i))
             for b in range(builds)
             for i in range(steps)
         ]
@@ -205,7 +182,7 @@ class ModeRun:
         names = [f"{pool}-{i}" for i in range(count)]
         started = time.time()
         for order, name in enumerate(names):
-            await self.create([(name, _step(name, pool, pool, order))])
+            await self.create([(name, step_body(name, pool, pool, order))])
             await self.watch.wait_final([name], within)
         return await self.measure(pool, names, started, within)
 
@@ -220,10 +197,10 @@ class ModeResult:
 async def run_mode(batching: bool, scale: Scale, workdir: Path) -> ModeResult:
     """Fresh sandbox + operator in this mode; every workload, in order."""
     pools = {
-        "chain": _pool("chain", 1),
-        "latency": _pool("latency", 1),
-        "steady": _pool("steady", scale.agents),
-        "quota": _pool(
+        "chain": warm_pool_body("chain", 1),
+        "latency": warm_pool_body("latency", 1),
+        "steady": warm_pool_body("steady", scale.agents),
+        "quota": warm_pool_body(
             "quota",
             scale.agents,
             # A long queue timeout: this workload measures the cap, not the timeout.
