@@ -174,7 +174,8 @@ def waiting_for(step: StepView) -> str:
     """What a step that has not started waits for, in a few words."""
     if step.phase is None:
         return "not scheduled yet (the operator starts a build's steps one after the other)"
-    why = ": ".join(part for part in (step.reason, step.message) if part)
+    reason = step.reason if step.reason != step.phase else None  # not "Queued: Queued"
+    why = ": ".join(part for part in (reason, step.message) if part)
     return f"{step.phase}: {why}" if why else step.phase
 
 

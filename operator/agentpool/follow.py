@@ -21,6 +21,7 @@ the command line's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,21 +46,31 @@ __all__ = [
 ]
 
 # $0 step directory id, $1 the operator's state dir (may be empty), $2 offset, $3 follow|once.
-# Exit 0: copied to the end (follow: the step ended, `rc` is there); 3: no such directory.
+# follow: waits for the step's output file, then copies it as it grows until `rc` is written or
+# the directory is removed (the operator forgets a step's files once its build moves on: the
+# open descriptor 4 still reads them). once: copies what is there now; no output file: exit 3.
+# `dd skip` moves the descriptor past what was already shown (a seek, nothing is read).
 FOLLOW_SCRIPT: Final = (
-    'd="${AGENTPOOL_STATE_DIR:-${1:-${TMPDIR:-/tmp}/.agentpool}}/$0"; o=$2; z=1\n'
-    "sleep 0.001 2>/dev/null && z=0.2\n"
+    'd="${AGENTPOOL_STATE_DIR:-${1:-${TMPDIR:-/tmp}/.agentpool}}/$0"; o=$2; z=1; w=1\n'
+    "sleep 0.001 2>/dev/null && { z=0.2; w=0.02; }\n"
+    'while [ ! -f "$d/out" ]; do\n'
+    '  [ "$3" = once ] && exit 3\n'
+    '  sleep "$w"\n'
+    "done\n"
+    'exec 4<"$d/out" || exit 3\n'
+    '[ "$o" -gt 0 ] && dd bs=1 skip="$o" count=0 <&4 2>/dev/null\n'
     "while :; do\n"
-    '  [ -d "$d" ] || exit 3\n'
-    '  e=; [ -s "$d/rc" ] && e=1\n'
-    '  s=0; [ -f "$d/out" ] && s=$(($(wc -c <"$d/out")))\n'
-    '  if [ "$s" -gt "$o" ]; then tail -c +$((o + 1)) "$d/out" | head -c $((s - o)); o=$s; fi\n'
+    '  e=; { [ -s "$d/rc" ] || [ ! -d "$d" ]; } && e=1\n'
+    "  cat <&4\n"
     '  if [ -n "$e" ] || [ "$3" = once ]; then exit 0; fi\n'
     '  sleep "$z"\n'
     "done\n"
 )
 MISSING_EXIT: Final = 3
 POLL_SECONDS: Final = 0.5
+# A final step's output is copied within this long once its status says so (the script
+# polls every 0.2 s); longer means it is not on that agent (removed, or another state dir).
+FINAL_GRACE_SECONDS: Final = 3.0
 RETRY_CAP_SECONDS: Final = 5.0
 
 
@@ -88,6 +99,8 @@ class _Copy(enum.Enum):
     MISSING = "missing"  # no directory for the step on the agent
     GONE = "gone"  # the agent pod does not exist
     DROPPED = "dropped"  # the exec failed or ended early: try again from the offset
+    STALE = "stale"  # the step moved to a new attempt or agent
+    ENDED = "ended"  # the step is final and its output never appeared on the agent
 
 
 @dataclass(frozen=True)
@@ -114,8 +127,8 @@ def lost_output(
     else:
         # Removed after the step finished, or kept under another state directory.
         where = (
-            f"the output is no longer on {agent} (if the operator runs with another "
-            "--agent-state-dir, give it)"
+            f"the output is no longer on {agent} (removed once its build moved on, or kept "
+            "under another --agent-state-dir)"
         )
     if not isinstance(total, int) or total < len(tail):
         total = received + len(tail)
@@ -244,11 +257,15 @@ class StepFollower:
         *,
         tail: int | None = None,
         on_wait: Callable[[StepView], object] | None = None,
+        agent_hint: Callable[[], str | None] | None = None,
     ) -> StepView:
         """Print the step's output as it is printed, until the step is final; return it.
 
-        While the step waits to start, `on_wait` gets it each time its phase or reason
-        changes (by default, a note).
+        The exec opens as soon as the step's agent is known (its status.agent, else
+        `agent_hint()`, e.g. where its build runs) and waits there for the output to appear,
+        so that a quick step's output is caught before the operator removes its files. Until
+        then, `on_wait` gets the step each time its phase or reason changes (by default, a
+        note).
         """
         offset = 0
         attempt: str | None = None
@@ -257,9 +274,10 @@ class StepFollower:
         failures = 0
         while True:
             step, body = await self.view(name)
-            if not step.has_started:
-                if step.is_final:
-                    return step
+            if step.is_final and not step.has_started:
+                return step
+            agent = step.agent or (agent_hint() if agent_hint and not step.is_final else None)
+            if agent is None or (pending_tail is not None and not step.has_started):
                 if (step.phase, step.reason) != waiting:
                     waiting = (step.phase, step.reason)
                     (on_wait or self._note_wait)(step)
@@ -271,37 +289,78 @@ class StepFollower:
             if current != attempt:
                 if attempt is not None:
                     self.note(
-                        f"step {name} started again: attempt {step.attempts} on agent {step.agent}"
+                        f"step {name} started again: attempt {step.attempts} on agent {agent}"
                     )
                     offset = 0
                 attempt = current
-            once = step.is_final or pending_tail is not None
             if pending_tail is not None:
                 chunks: list[bytes] = []
-                copied = await self._copy(step, body, offset, once=True, write=chunks.append)
+                copied = await self._copy(step, body, agent, offset, once=True, write=chunks.append)
                 if copied.kind is _Copy.COMPLETE:
                     self.write(last_lines(b"".join(chunks), pending_tail))
                     offset += copied.size
                     pending_tail = None
                     continue
             else:
-                copied = await self._copy(step, body, offset, once=once, write=self.write)
+                copied = await self._copy_watched(
+                    step, body, agent, offset, once=step.is_final, write=self.write
+                )
                 offset += copied.size
             if copied.kind is _Copy.COMPLETE:
                 if step.is_final:
                     return step
                 return await self._until_final(name)
-            if step.is_final:
+            if copied.kind is _Copy.STALE:
+                continue  # the step moved on (new attempt or agent): look again at once
+            if step.is_final or copied.kind is _Copy.ENDED:
                 # Nothing more will be written: what is left is in the status, if anywhere.
+                step, body = await self.view(name)
                 self._lost(step, body, offset, [], pending_tail, gone=copied.kind is _Copy.GONE)
                 return step
             failures += 1
-            if failures == 3 and copied.kind is _Copy.MISSING:
-                self.note(
-                    f"the output of step {name} is not on agent {step.agent} (yet): if this "
-                    "lasts, give the operator's --agent-state-dir"
-                )
             await asyncio.sleep(min(self.poll * failures, RETRY_CAP_SECONDS))
+
+    async def _copy_watched(
+        self,
+        step: StepView,
+        body: dict[str, Any],
+        agent: str,
+        offset: int,
+        *,
+        once: bool,
+        write: Callable[[bytes], object],
+    ) -> _Copied:
+        """`_copy`, while the step's status is watched: a new attempt or agent stops it
+        (STALE), and so does a final step whose output never shows up there (ENDED)."""
+        shown = 0
+
+        def counted(data: bytes) -> None:
+            nonlocal shown
+            shown += len(data)
+            write(data)
+
+        loop = asyncio.get_running_loop()
+        copy = asyncio.create_task(self._copy(step, body, agent, offset, once=once, write=counted))
+        final_since: float | None = None
+        try:
+            while True:
+                done, _ = await asyncio.wait({copy}, timeout=self.poll)
+                if done:
+                    return copy.result()
+                now, now_body = await self.view(step.name)
+                if step_dir_id(now_body) != step_dir_id(body) or (
+                    now.agent is not None and now.agent != agent
+                ):
+                    return _Copied(_Copy.STALE, shown)
+                if now.is_final:
+                    final_since = final_since if final_since is not None else loop.time()
+                    if loop.time() - final_since > FINAL_GRACE_SECONDS:
+                        return _Copied(_Copy.ENDED, shown)
+        finally:
+            if not copy.done():
+                copy.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await copy
 
     async def _until_final(self, name: str) -> StepView:
         # The script ended; the operator writes the final phase right after it sees `rc`.
@@ -340,19 +399,19 @@ class StepFollower:
         self,
         step: StepView,
         body: dict[str, Any],
+        agent: str,
         offset: int,
         *,
         once: bool,
         write: Callable[[bytes], object],
     ) -> _Copied:
-        assert step.agent is not None
         container = await self._container(step, body)
         if container is None:
             return _Copied(_Copy.GONE, 0, f"pool {step.pool} is gone")
         command = follow_command(step_dir_id(body), offset, self.state_dir, once=once)
         try:
             session = await open_exec(
-                self.clients.exec, self.namespace, step.agent, container, command, stdin=False
+                self.clients.exec, self.namespace, agent, container, command, stdin=False
             )
         except ExecConnectError as error:
             if error.status == 404:

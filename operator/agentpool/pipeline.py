@@ -18,11 +18,14 @@ import contextlib
 import secrets
 import string
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio.client import CustomObjectsApi
 from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.watch import Watch
 
 from agentpool.builds import (
     CANCEL_ANNOTATION,
@@ -51,7 +54,8 @@ __all__ = [
 
 MERGE_PATCH = "application/merge-patch+json"
 CANCEL_WITHIN = 15.0
-REFRESH_SECONDS = 1.0
+# Server-side bound of one watch request; the watch is then resumed from a fresh list.
+WATCH_SECONDS = 60
 
 
 class BuildNotFound(Exception):
@@ -174,34 +178,173 @@ async def show_build(
     *,
     follow: bool,
 ) -> Verdict:
-    """Each step's output under a header, in the order given; the build's verdict."""
+    """Each step's output under a header, in the order given; the build's verdict.
+
+    Following, every step's output is captured from the moment it may start (so that the
+    output of a quick step is caught before the operator removes its files once the build
+    moves on) and shown in order: the step being shown streams, the next ones are held.
+    """
     progress.refresh(steps)
-    refresher = asyncio.create_task(_refresh(follower, progress, [s.name for s in steps]))
-    finals: list[StepView] = []
-    try:
+    if not follow:
+        finals: list[StepView] = []
         for index, step in enumerate(steps, 1):
             progress.header(step, index, len(steps))
-            if follow:
-                final = await follower.follow(step.name, on_wait=progress.waiting)
-            else:
-                final = await follower.print_log(step.name)
+            final = await follower.print_log(step.name)
             finals.append(final)
             progress.finished(final)
-    finally:
-        refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
-    return verdict(finals)
+        return verdict(finals)
+    return await _BuildShow(follower, progress, steps).run()
 
 
-async def _refresh(follower: StepFollower, progress: Progress, names: Sequence[str]) -> None:
-    """Keep the live view's table current (plain progress ignores it)."""
-    wanted = set(names)
-    while True:
-        with contextlib.suppress(FollowError, OSError):
-            views = await list_steps(follower.clients, follower.namespace)
-            progress.refresh([v for v in views if v.name in wanted])
-        await asyncio.sleep(REFRESH_SECONDS)
+@dataclass
+class _Capture:
+    """One step's output as captured so far, and how the step ended."""
+
+    chunks: list[bytes] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    final: StepView | None = None
+    task: asyncio.Task[None] | None = None
+
+
+class _BuildShow:
+    # How many steps not yet final are captured at once: the running one and the next (the
+    # operator runs a build's steps one after the other).
+    AHEAD = 2
+
+    def __init__(self, follower: StepFollower, progress: Progress, steps: Sequence[StepView]):
+        self.follower = follower
+        self.progress = progress
+        self.steps = list(steps)
+        self.views = {step.name: step for step in steps}
+        self.captures: dict[str, _Capture] = {}
+        self.changed = asyncio.Event()
+
+    async def run(self) -> Verdict:
+        watcher = asyncio.create_task(self._watch(), name="build-watch")
+        try:
+            finals = [await self._show(index, step) for index, step in enumerate(self.steps, 1)]
+        finally:
+            pending = [watcher] + [c.task for c in self.captures.values() if c.task is not None]
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        return verdict(finals)
+
+    def _build_agent(self, build: str) -> str | None:
+        """Where the build runs: the agent of its latest step that has one."""
+        placed = [s for s in in_order(self.views.values()) if s.build == build and s.agent]
+        return placed[-1].agent if placed else None
+
+    async def _watch(self) -> None:
+        """Keep the views current from a watch of the namespace's BuildSteps: a step is
+        captured the moment it is placed, not at the next poll (a quick step's files live
+        only until its build moves on)."""
+        objects = CustomObjectsApi(self.follower.clients.api)
+        namespace = self.follower.namespace
+        while True:
+            try:
+                listing = await objects.list_namespaced_custom_object(
+                    kube.GROUP, kube.VERSION, namespace, kube.BUILDSTEPS
+                )
+                self._seen(listing.get("items") or [])
+                version = (listing.get("metadata") or {}).get("resourceVersion")
+                async with Watch().stream(
+                    objects.list_namespaced_custom_object,
+                    kube.GROUP,
+                    kube.VERSION,
+                    namespace,
+                    kube.BUILDSTEPS,
+                    resource_version=version,
+                    timeout_seconds=WATCH_SECONDS,
+                ) as events:
+                    async for event in events:
+                        if event.get("type") in ("ADDED", "MODIFIED"):
+                            self._seen([event["raw_object"]])
+            except (ApiException, aiohttp.ClientError, OSError, TimeoutError, ValueError):
+                # Expired (410), dropped or refused: list again after a pause; the captures'
+                # own reads report what stays wrong.
+                await asyncio.sleep(self.follower.poll)
+
+    def _seen(self, bodies: Iterable[dict[str, Any]]) -> None:
+        for body in bodies:
+            view = StepView.from_body(body)
+            if view.name in self.views:
+                self.views[view.name] = view
+        self.progress.refresh([self.views[s.name] for s in self.steps])
+        ahead = 0
+        for step in self.steps:
+            view = self.views[step.name]
+            if not view.is_final:
+                ahead += 1
+            if step.name in self.captures or (view.is_final and not view.has_started):
+                continue
+            if view.has_started or (ahead <= self.AHEAD and self._build_agent(view.build)):
+                self._capture(view)
+        self.changed.set()
+
+    def _capture(self, step: StepView) -> None:
+        capture = _Capture()
+        self.captures[step.name] = capture
+
+        def write(data: bytes) -> None:
+            capture.chunks.append(data)
+            self.changed.set()
+
+        def note(text: str) -> None:
+            capture.notes.append(text)
+            self.changed.set()
+
+        follower = StepFollower(
+            self.follower.clients,
+            self.follower.namespace,
+            write,
+            note,
+            state_dir=self.follower.state_dir,
+            poll=self.follower.poll,
+        )
+
+        async def capture_output() -> None:
+            capture.final = await follower.follow(
+                step.name,
+                on_wait=lambda _: None,
+                agent_hint=lambda: self._build_agent(step.build),
+            )
+            self.changed.set()
+
+        capture.task = asyncio.create_task(capture_output(), name=f"capture-{step.name}")
+
+    async def _show(self, index: int, step: StepView) -> StepView:
+        self.progress.header(step, index, len(self.steps))
+        shown = noted = 0
+        waiting: tuple[str | None, str | None] | None = None
+        while True:
+            self.changed.clear()
+            capture = self.captures.get(step.name)
+            view = self.views[step.name]
+            if capture is not None:
+                for data in capture.chunks[shown:]:
+                    self.progress.output(data)
+                shown = len(capture.chunks)
+                for text in capture.notes[noted:]:
+                    self.progress.note(text)
+                noted = len(capture.notes)
+                if capture.task is not None and capture.task.done():
+                    capture.task.result()  # raises what stopped the capture
+                    assert capture.final is not None
+                    self.progress.finished(capture.final)
+                    return capture.final
+            elif view.is_final and not view.has_started:
+                self.progress.finished(view)
+                return view
+            # Later steps have no phase until their turn comes: only a phase is news there.
+            quiet = view.phase is None and index > 1
+            news = (view.phase, view.reason) != waiting
+            if not shown and not view.has_started and not view.is_final and not quiet and news:
+                waiting = (view.phase, view.reason)
+                self.progress.waiting(view)
+            await self.changed.wait()
 
 
 def format_rows(rows: Sequence[BuildRow]) -> str:

@@ -168,6 +168,8 @@ def test_dir_id_follows_the_attempt() -> None:
 def test_waiting_for_names_the_phase_and_reason() -> None:
     assert waiting_for(view("a", phase="Pending", reason="PoolNotFound")) == "Pending: PoolNotFound"
     assert waiting_for(view("a")).startswith("not scheduled yet")
+    queued = view("a", phase="Queued", reason="Queued", message="starting on agent p")
+    assert waiting_for(queued) == "Queued: starting on agent p"
 
 
 @pytest.mark.parametrize(

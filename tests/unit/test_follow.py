@@ -55,19 +55,75 @@ def test_binary_output_passes_unchanged(tmp_path: Path, step_dir: Path) -> None:
     assert run(tmp_path, 0, once=True).stdout == data
 
 
-def test_a_missing_step_directory_exits_3(tmp_path: Path) -> None:
+def test_once_without_output_exits_3(tmp_path: Path) -> None:
     assert run(tmp_path, 0, once=True).returncode == 3
-    assert run(tmp_path, 0, once=False).returncode == 3
+
+
+def follow(tmp_path: Path, offset: int = 0) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        follow_command(STEP_ID, offset, str(tmp_path), once=False),
+        stdout=subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+
+
+def test_follow_waits_for_the_output_to_appear(tmp_path: Path) -> None:
+    process = follow(tmp_path)
+    assert process.stdout is not None
+    try:
+        step_dir = tmp_path / STEP_ID
+        step_dir.mkdir()
+        (step_dir / "out").write_bytes(b"late\n")
+        assert process.stdout.readline() == b"late\n"
+        (step_dir / "rc").write_text("0 exit\n")
+        code = process.wait(WITHIN)
+    finally:
+        process.kill()
+        process.wait()
+
+    assert code == 0
+
+
+def test_follow_keeps_what_it_opened_after_the_files_are_removed(
+    tmp_path: Path, step_dir: Path
+) -> None:
+    # The operator forgets a step's files once its build moves on; the open file still reads.
+    out = step_dir / "out"
+    out.write_bytes(b"one\n")
+    process = follow(tmp_path, offset=0)
+    assert process.stdout is not None
+    try:
+        assert process.stdout.readline() == b"one\n"
+        with out.open("ab") as appending:
+            appending.write(b"two\n")
+        (step_dir / "rc").write_text("0 exit\n")
+        out.unlink()
+        (step_dir / "rc").unlink()
+        step_dir.rmdir()
+        rest = process.stdout.read()
+        code = process.wait(WITHIN)
+    finally:
+        process.kill()
+        process.wait()
+
+    assert (code, rest) == (0, b"two\n")
+
+
+def test_follow_starts_at_the_offset(tmp_path: Path, step_dir: Path) -> None:
+    (step_dir / "out").write_bytes(b"shown already|new\n")
+    (step_dir / "rc").write_text("0 exit\n")
+
+    process = follow(tmp_path, offset=len(b"shown already|"))
+    assert process.stdout is not None
+    rest = process.stdout.read()
+
+    assert (process.wait(WITHIN), rest) == (0, b"new\n")
 
 
 def test_follow_copies_what_is_appended_until_rc_is_written(tmp_path: Path, step_dir: Path) -> None:
     out = step_dir / "out"
     out.write_bytes(b"one\n")
-    process = subprocess.Popen(
-        follow_command(STEP_ID, 0, str(tmp_path), once=False),
-        stdout=subprocess.PIPE,
-        env={"PATH": "/usr/bin:/bin"},
-    )
+    process = follow(tmp_path)
     assert process.stdout is not None
     try:
         # The first line arrives while the step is still running (no rc yet).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from cli_cluster import (
 )
 from kubernetes_asyncio.client import ApiClient
 
+from agentpool.config import Config
 from agentpool.kube import client as kube
 from agentpool.sandbox.cluster import Sandbox
 
@@ -36,6 +38,11 @@ def sandbox_time_scale() -> float:
     return 0.2
 
 
+@pytest.fixture
+def operator_config(operator_config: Config) -> Config:
+    return dataclasses.replace(operator_config, log_tail_bytes=64)
+
+
 def manifest(name: str, script: str, *, generate: bool = False, **spec: Any) -> dict[str, Any]:
     meta = {"generateName": f"{name}-"} if generate else {"name": name}
     return {
@@ -46,8 +53,12 @@ def manifest(name: str, script: str, *, generate: bool = False, **spec: Any) -> 
     }
 
 
+# Quick steps printing more than the status keeps (log tail of 64 bytes below): their whole
+# output must be captured while they run, before the operator removes their files.
+COMPILE = 'echo "compiling"; i=1; while [ $i -le 30 ]; do echo "module $i"; i=$((i+1)); done'
+COMPILED = "compiling\n" + "".join(f"module {i}\n" for i in range(1, 31))
 FAILING_BUILD = [
-    manifest("compile", 'echo "compiling"; echo "compiled" >&2', generate=True),
+    manifest("compile", COMPILE + '; echo "compiled" >&2', generate=True),
     manifest("test", 'echo "testing"; echo "2 tests failed" >&2; exit 3'),
     manifest("publish", 'echo "publishing"'),
     manifest("report", 'echo "reporting"', runPolicy="Always"),
@@ -85,7 +96,7 @@ async def test_build_run_streams_in_order_and_exits_with_the_failed_steps_code(
         out.index(text)
         for text in (
             "] step compile-",
-            "compiling\ncompiled\n",
+            COMPILED + "compiled\n",
             "] step test (build pr-42)",
             "testing\n2 tests failed\n",
             "step test Failed (exit 3)",
@@ -98,6 +109,7 @@ async def test_build_run_streams_in_order_and_exits_with_the_failed_steps_code(
     ]
     assert positions == sorted(positions)
     assert "publishing" not in out
+    assert "no longer on agent" not in out
     assert "build pr-42 failed: step test: ScriptFailed" in done.err
     created = await steps_of(kube_api, "pr-42")
     assert len(created) == 4
@@ -217,7 +229,10 @@ async def test_build_list_logs_rerun_and_cancel(
     assert header.split() == ["BUILD", "POOL", "PHASE", "STEPS", "AGENT", "STARTED", "DURATION"]
     assert row.split()[:4] == ["b1", POOL, "Failed", "4/4"]
     assert logs.code == 0, logs.err
-    assert logs.out.index("compiling") < logs.out.index("testing") < logs.out.index("reporting")
+    # Once the build is done the operator has removed the steps' files: what is left is each
+    # step's status.logTail (64 bytes here), said so in a note.
+    assert logs.out.index("module 30") < logs.out.index("testing") < logs.out.index("reporting")
+    assert "printed the last 64 of" in logs.out
     assert "step publish Skipped" in logs.out
     assert rerun.code == 3, rerun.err
     assert "build b2 failed: step test-" in rerun.err
