@@ -413,10 +413,12 @@ def rerun_body(body: Mapping[str, Any], build: str) -> dict[str, Any]:
     """A new BuildStep from an earlier one's manifest, in build `build`: no status, no
     server-owned metadata, a generated name derived from the old one."""
     meta = dict(body.get("metadata") or {})
-    old_name = str(meta.get("name") or meta.get("generateName") or "step")
-    stem = old_name[: NAME_MAX - GENERATED_SUFFIX - 1].rstrip("-.")
+    generated = _text(meta.get("generateName"))  # kept by the API server: reuse the prefix
+    if generated is None:
+        old_name = str(meta.get("name") or "step")
+        generated = old_name[: NAME_MAX - GENERATED_SUFFIX - 1].rstrip("-.") + "-"
     new_meta: dict[str, Any] = {
-        "generateName": f"{stem}-",
+        "generateName": generated,
         "namespace": meta.get("namespace"),
     }
     for key in ("labels", "annotations"):

@@ -135,7 +135,10 @@ def lost_output(
     start = total - len(tail)  # offset of the tail's first byte in the whole output
     if received >= total:
         return b"", ""
-    if received >= start:
+    if start == 0 and received == 0:
+        shown = tail
+        note = f"{where}: printed the whole output, which status.logTail holds"
+    elif received >= start:
         shown = tail[received - start :]
         note = f"{where}: printed the rest of the output from status.logTail"
     else:

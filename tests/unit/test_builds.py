@@ -319,3 +319,9 @@ def test_rerun_body_keeps_the_spec_in_a_new_build_and_drops_the_run() -> None:
         },
         "spec": {"pool": "demo", "script": "true", "build": "rel-2", "order": 2},
     }
+
+
+def test_rerun_body_reuses_the_generate_name_of_a_generated_step() -> None:
+    old = body("compile-x7k2p", meta={"generateName": "compile-"})
+
+    assert rerun_body(old, "b2")["metadata"]["generateName"] == "compile-"

@@ -152,6 +152,16 @@ def step(tail: str, agent: str = "pod-1") -> tuple[StepView, dict[str, Any]]:
     return StepView.from_body(body), body
 
 
+def test_lost_output_says_when_the_tail_is_the_whole_output() -> None:
+    view, body = step("all of it\n")
+    body["status"]["logBytes"] = len(b"all of it\n")
+
+    shown, note = lost_output(view, body, 0, gone=False)
+
+    assert shown == b"all of it\n"
+    assert note.endswith(": printed the whole output, which status.logTail holds")
+
+
 def test_lost_output_prints_the_whole_tail_when_nothing_was_shown() -> None:
     view, body = step("the last forty bytes of the step's output")
 
