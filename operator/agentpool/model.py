@@ -222,6 +222,8 @@ class AgentPoolSpec:
     readiness: ReadinessSpec = ReadinessSpec()
     api_connections: ApiConnectionsSpec = ApiConnectionsSpec()
     sessions: SessionsSpec = SessionsSpec()
+    # spec.steps.ttlSecondsAfterFinished: the default retention of the pool's finished steps.
+    step_ttl: int | None = None
 
     @classmethod
     def from_body(cls, spec: Mapping[str, Any]) -> AgentPoolSpec:
@@ -266,6 +268,7 @@ class AgentPoolSpec:
             readiness=ReadinessSpec.from_body(_mapping(spec, "readiness", "spec")),
             api_connections=ApiConnectionsSpec.from_body(_mapping(spec, "apiConnections", "spec")),
             sessions=SessionsSpec.from_body(_mapping(spec, "sessions", "spec")),
+            step_ttl=_ttl(_mapping(spec, "steps", "spec"), "spec.steps"),
         )
 
 
@@ -327,6 +330,7 @@ class BuildStepSpec:
     timeout: float = 3600.0
     run_policy: RunPolicy = RunPolicy.ON_SUCCESS
     retries: int = 1
+    ttl: int | None = None  # spec.ttlSecondsAfterFinished; None: the pool's default
 
     @classmethod
     def from_body(cls, spec: Mapping[str, Any], *, name: str) -> BuildStepSpec:
@@ -379,7 +383,14 @@ class BuildStepSpec:
             timeout=_duration(spec, "timeout", "spec", "1h", positive=True),
             run_policy=run_policy,
             retries=_integer(spec, "retries", "spec", cls.retries, minimum=0, maximum=RETRIES_MAX),
+            ttl=_ttl(spec, "spec"),
         )
+
+
+def _ttl(spec: Mapping[str, Any], path: str) -> int | None:
+    if spec.get("ttlSecondsAfterFinished") is None:
+        return None
+    return _integer(spec, "ttlSecondsAfterFinished", path, 0, minimum=0)
 
 
 def _env(items: object) -> tuple[EnvVar, ...]:

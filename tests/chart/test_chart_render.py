@@ -23,15 +23,24 @@ NOT_BUILT_IN = {"ServiceMonitor", "KopfPeering", "ClusterKopfPeering"}
 WORKLOAD_RULES: list[dict[str, Any]] = [
     {
         "apiGroups": ["agentpool.dev"],
-        "resources": ["agentpools", "buildsteps"],
+        "resources": ["agentpools"],
         "verbs": ["list", "watch"],
+    },
+    {
+        "apiGroups": ["agentpool.dev"],
+        "resources": ["buildsteps"],
+        "verbs": ["list", "watch", "delete"],
     },
     {
         "apiGroups": ["agentpool.dev"],
         "resources": ["agentpools/status", "buildsteps/status"],
         "verbs": ["patch"],
     },
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "create", "delete"]},
+    {
+        "apiGroups": [""],
+        "resources": ["pods"],
+        "verbs": ["get", "list", "watch", "create", "delete"],
+    },
     {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
 ]

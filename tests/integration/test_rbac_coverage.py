@@ -337,6 +337,10 @@ MODES = {
 # Granted for code paths this workload does not reach; anything else granted must be used.
 NOT_EXERCISED = {
     ("", "pods/exec", "create"): "WebSocket upgrades on Kubernetes 1.35+, and SPDY exec",
+    # Exercised by tests/integration/steps/test_steps_lost_agent_e2e.py and
+    # test_steps_retention_e2e.py, outside this workload.
+    ("", "pods", "get"): "confirming that an agent whose exec fails is gone",
+    ("agentpool.dev", "buildsteps", "delete"): "ttlSecondsAfterFinished",
 }
 # kopf peers through whichever of its two groups has CRDs in the cluster (both, if both do).
 NOT_EXERCISED.update(

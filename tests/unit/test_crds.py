@@ -305,7 +305,7 @@ def test_buildstep_spec_fields_and_required() -> None:
 
     assert set(spec["properties"]) == {
         *("pool", "build", "order", "container", "script", "shell", "env"),
-        *("workingDir", "timeout", "runPolicy", "retries"),
+        *("workingDir", "timeout", "runPolicy", "retries", "ttlSecondsAfterFinished"),
     }
     assert sorted(spec["required"]) == ["pool", "script"]
     assert set(env_item["properties"]) == {"name", "value"}

@@ -68,18 +68,23 @@ mode) and the per-namespace Roles (namespaced mode) so both modes grant exactly 
 */}}
 {{- define "agentpool-operator.namespacedRules" -}}
 # AgentPool and BuildStep: kopf lists and watches them. The operator never writes their spec or
-# metadata (no kopf finalizers or progress annotations), so it needs no patch here.
+# metadata (no kopf finalizers or progress annotations), so it needs no patch here. It deletes
+# finished BuildSteps past their ttlSecondsAfterFinished (with a uid precondition).
 - apiGroups: ["agentpool.dev"]
-  resources: ["agentpools", "buildsteps"]
+  resources: ["agentpools"]
   verbs: ["list", "watch"]
+- apiGroups: ["agentpool.dev"]
+  resources: ["buildsteps"]
+  verbs: ["list", "watch", "delete"]
 # Progress is reported by merge-patching the status subresource only.
 - apiGroups: ["agentpool.dev"]
   resources: ["agentpools/status", "buildsteps/status"]
   verbs: ["patch"]
-# Agent pods: created from the pool's template, watched for readiness, reaped when idle.
+# Agent pods: created from the pool's template, watched for readiness, reaped when idle; read
+# one by one to confirm that an agent whose exec fails is really gone before calling it lost.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "watch", "create", "delete"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 # Exec over WebSocket is an HTTP GET, which the API server authorizes as "get"; Kubernetes 1.35
 # and later also require "create" for WebSocket upgrades, and a POST (SPDY) exec needs "create".
 - apiGroups: [""]

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from kubernetes_asyncio import config as kube_config
-from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api, CustomObjectsApi
+from kubernetes_asyncio.client import (
+    ApiClient,
+    Configuration,
+    CoreV1Api,
+    CustomObjectsApi,
+    V1DeleteOptions,
+    V1Preconditions,
+)
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from agentpool import USER_AGENT
@@ -27,6 +34,7 @@ __all__ = [
     "KubeClients",
     "connect",
     "create_pod",
+    "delete_object",
     "delete_pod",
     "get_object",
     "list_objects",
@@ -201,3 +209,14 @@ async def read_pod(api: ApiClient, namespace: str, name: str) -> dict[str, Any] 
             return None
         raise
     return _as_dict(api, pod)
+
+
+async def delete_object(
+    api: ApiClient, plural: str, namespace: str, name: str, *, uid: str | None = None
+) -> None:
+    """Delete an AgentPool or BuildStep; with `uid`, only if the object still has that uid
+    (409 Conflict otherwise), so an object re-created under the same name is left alone."""
+    options = V1DeleteOptions(preconditions=V1Preconditions(uid=uid) if uid else None)
+    await CustomObjectsApi(api).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, plural, name, body=options
+    )

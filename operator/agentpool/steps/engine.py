@@ -14,6 +14,7 @@ import collections
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
@@ -27,6 +28,7 @@ from agentpool.model import API_VERSION, BuildStepSpec, SpecError, StepCounts, S
 from agentpool.steps import logs
 from agentpool.steps.context import AgentSource, RunnerContext
 from agentpool.steps.outcomes import Outcome
+from agentpool.steps.retention import Retention, StepRef
 from agentpool.steps.runner import BuildRunner
 from agentpool.steps.runs import StepRun, now, parse_time, rfc3339
 from agentpool.steps.scheduling import BuildQueue
@@ -106,7 +108,24 @@ class StepEngine:
         self._index: dict[tuple[str, str], tuple[str, RunnerKey]] = {}  # step -> (uid, runner)
         self._finished_uids: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._build_agents: collections.OrderedDict[RunnerKey, str] = collections.OrderedDict()
+        self.retention = Retention(self._delete_step, self._pool_ttl, agents.quota)
+        self._retention_task: asyncio.Task[None] | None = None
         self.on_finished: Callable[[StepRun, Outcome], None] | None = None  # tests, bench
+
+    async def _delete_step(self, namespace: str, name: str, uid: str) -> None:
+        if self._api is None:
+            raise RuntimeError("no API client to delete finished steps with")
+        await kube.delete_object(self._api, kube.BUILDSTEPS, namespace, name, uid=uid)
+
+    def _pool_ttl(self, pool: str) -> int | None:
+        spec = self.agents.pool_spec(pool)
+        return spec.step_ttl if spec is not None else None
+
+    def _retain(self, ref: StepRef, ttl: int | None, finished: datetime | None) -> None:
+        """A step is final: hand it to retention (started on first use, inside the loop)."""
+        if self._retention_task is None:
+            self._retention_task = asyncio.create_task(self.retention.run(), name="retention")
+        self.retention.keep(ref, finished, ttl)
 
     async def _patch_status(self, namespace: str, name: str, fields: dict[str, Any]) -> None:
         assert self._api is not None
@@ -127,6 +146,7 @@ class StepEngine:
             self._deleted(namespace, name, uid, gone=event_type == "DELETED")
             if event_type == "DELETED":
                 self._forget_result(namespace, name, body)
+                self.retention.forget(uid)
             return
         cancel = _cancel_asked(meta)
         known = self._index.get((namespace, name))
@@ -156,8 +176,10 @@ class StepEngine:
         if phase is not None and phase.is_final:
             queue.record(name, phase)
             agent = status.get("agent")
+            finished = parse_time(status.get("finishedAt"))
             if isinstance(agent, str) and agent:
-                queue.ran_on(agent, parse_time(status.get("finishedAt")))
+                queue.ran_on(agent, finished)
+            self._retain((namespace, name, uid, pool), spec.ttl, finished)
             self._remember(uid)
             return
         run = StepRun(
@@ -209,8 +231,10 @@ class StepEngine:
             )
 
     def pool_changed(self, pool: str) -> None:
-        """An AgentPool appeared or changed: steps waiting for it look again."""
+        """An AgentPool appeared or changed: steps waiting for it look again, and finished
+        steps follow its retention default."""
         self.context.pools_changed.set()
+        self.retention.pool_changed(pool)
 
     # --- status out ---------------------------------------------------------------------
 
@@ -248,6 +272,7 @@ class StepEngine:
             self.writer.forget(run.namespace, run.name)
         else:
             self.writer.update(run.namespace, run.name, run.pool, fields, delay=0.0)
+            self._retain((run.namespace, run.name, run.uid, run.pool), run.spec.ttl, None)
         self.agents.notify(run.pool)
         if self.on_finished is not None:
             self.on_finished(run, outcome)
@@ -409,6 +434,9 @@ class StepEngine:
     async def stop(self) -> None:
         """Shutdown: stop runners (steps keep running in their containers) and the writer."""
         tasks = list(self._tasks.values())
+        if self._retention_task is not None:
+            tasks.append(self._retention_task)
+            self._retention_task = None
         for task in tasks:
             task.cancel()
         for task in tasks:
