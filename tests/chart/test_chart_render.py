@@ -115,7 +115,7 @@ def test_default_values_render_the_cluster_wide_standalone_set() -> None:
         ]
 
     assert kinds(objects) == [
-        "ClusterRole",
+        *("ClusterRole",) * 4,  # the operator's, and the user roles: view, edit, admin
         "ClusterRoleBinding",
         "Deployment",
         "Service",
@@ -159,7 +159,7 @@ def test_rbac_has_no_wildcards_secrets_or_escalation(
 def test_cluster_wide_mode_grants_exactly_what_the_operator_uses(render: Render) -> None:
     objects = render()
 
-    role = only(objects, "ClusterRole")
+    role = only(objects, "ClusterRole", FULLNAME)
     binding = only(objects, "ClusterRoleBinding")
     assert role["rules"] == [*WORKLOAD_RULES, CRD_RULE]
     assert binding["roleRef"] == {
@@ -178,8 +178,7 @@ def test_namespaced_mode_grants_workload_rules_only_in_the_watched_namespaces(
 ) -> None:
     objects = render(NAMESPACED)
 
-    cluster_role = only(objects, "ClusterRole")
-    assert cluster_role["metadata"]["name"] == f"{FULLNAME}-cluster"
+    cluster_role = only(objects, "ClusterRole", f"{FULLNAME}-cluster")
     assert cluster_role["rules"] == [CRD_RULE, NAMESPACE_RULE]
     roles = {r["metadata"]["namespace"]: r for r in objects if r["kind"] == "Role"}
     bindings = {b["metadata"]["namespace"]: b for b in objects if b["kind"] == "RoleBinding"}
@@ -196,7 +195,7 @@ def test_namespaced_mode_grants_workload_rules_only_in_the_watched_namespaces(
 def test_namespaced_mode_can_skip_namespace_observation(render: Render) -> None:
     objects = render({**NAMESPACED, "rbac": {"observeNamespaces": False}})
 
-    assert only(objects, "ClusterRole")["rules"] == [CRD_RULE]
+    assert only(objects, "ClusterRole", f"{FULLNAME}-cluster")["rules"] == [CRD_RULE]
 
 
 def test_rbac_can_be_left_to_the_platform_team(render: Render) -> None:
@@ -269,7 +268,7 @@ def test_two_replicas_use_cluster_peering_and_a_pdb(render: Render) -> None:
     assert pdb["spec"] == {"minAvailable": 1, "selector": {"matchLabels": SELECTOR}}
     peering = only(objects, "ClusterKopfPeering")
     assert (peering["apiVersion"], peering["metadata"]["name"]) == ("kopf.dev/v1", FULLNAME)
-    assert only(objects, "ClusterRole")["rules"] == [
+    assert only(objects, "ClusterRole", FULLNAME)["rules"] == [
         *WORKLOAD_RULES,
         CRD_RULE,
         *peering_rules("clusterkopfpeerings", FULLNAME),
@@ -438,3 +437,31 @@ def test_every_values_key_is_commented() -> None:
             previous = line
 
     assert uncommented == []
+
+
+def test_user_roles_aggregate_into_view_edit_and_admin(render: Render) -> None:
+    roles = {
+        o["metadata"]["name"].removeprefix(f"{FULLNAME}-"): o
+        for o in render()
+        if o["kind"] == "ClusterRole" and o["metadata"]["name"] != FULLNAME
+    }
+
+    def aggregates(role: str) -> set[str]:
+        labels = roles[role]["metadata"]["labels"]
+        prefix = "rbac.authorization.k8s.io/aggregate-to-"
+        return {k.removeprefix(prefix) for k, v in labels.items() if k.startswith(prefix) and v}
+
+    assert aggregates("view") == {"view", "edit", "admin"}
+    assert aggregates("edit") == {"edit", "admin"}
+    assert aggregates("admin") == {"admin"}
+    assert roles["view"]["rules"][0]["verbs"] == ["get", "list", "watch"]
+    # Editors submit, cancel and delete steps; only admins touch pools (their pod templates).
+    assert roles["edit"]["rules"] == [
+        {
+            "apiGroups": ["agentpool.dev"],
+            "resources": ["buildsteps"],
+            "verbs": ["create", "update", "patch", "delete"],
+        }
+    ]
+    assert roles["admin"]["rules"][0]["resources"] == ["agentpools"]
+    assert not [o for o in render({"rbac": {"userRoles": False}}) if o["kind"] == "ClusterRole"][1:]

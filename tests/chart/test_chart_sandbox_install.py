@@ -129,10 +129,11 @@ async def test_helm_installs_upgrades_and_uninstalls_the_chart(kubeconfig: Path)
         crds_after = await fetch(api, crd_api.list_custom_resource_definition)
 
     assert installed["status"] == "deployed"
-    assert names(cluster_roles) == [FULLNAME]
+    users = [f"{FULLNAME}-{role}" for role in ("admin", "edit", "view")]
+    assert names(cluster_roles) == [FULLNAME, *users]
     assert names(crds) == ["agentpools.agentpool.dev", "buildsteps.agentpool.dev"]
     assert sorted(r["metadata"]["namespace"] for r in roles["items"]) == WATCHED
-    assert names(upgraded_cluster_roles) == [f"{FULLNAME}-cluster"]
+    assert names(upgraded_cluster_roles) == sorted([f"{FULLNAME}-cluster", *users])
     assert deployments["items"] == []
     # Helm never deletes CRDs, so no AgentPool or BuildStep is lost by uninstalling.
     assert names(crds_after) == names(crds)
