@@ -143,7 +143,8 @@ class BuildRunner:
                 if spec is None:
                     await self._wait_for_pool()
                     continue
-                self._pending_pool.clear()  # deleted again later: say so again
+                if self._pending_pool:
+                    self._pool_found()
                 container = run.spec.container or spec.agent_container
                 if container not in spec.container_names:
                     self._reject(
@@ -198,6 +199,24 @@ class BuildRunner:
     def _reject(self, run: StepRun, reason: str, message: str) -> None:
         # The engine records the Warning Event of every non-script failure.
         self._finish(run, Outcome(StepPhase.FAILED, reason, message))
+
+    def _pool_found(self) -> None:
+        """The pool exists (again): steps that said PoolNotFound say Queued now, not when they
+        run, which may be long after (the pool may have no free agent yet)."""
+        for name in self._pending_pool:
+            run = self.steps.get(name)
+            if run is not None and run.phase is StepPhase.PENDING:
+                self.ctx.write(
+                    run,
+                    {
+                        "phase": StepPhase.QUEUED.value,
+                        "reason": "Queued",
+                        "message": f"waiting for an agent of pool {self.pool} "
+                        f"(build {self.queue.key[1]})",
+                    },
+                    0.0,
+                )
+        self._pending_pool.clear()  # deleted again later: say so again
 
     async def _wait_for_pool(self) -> None:
         message = f"AgentPool {self.pool} does not exist (yet); the step waits for it"

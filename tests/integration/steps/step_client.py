@@ -25,7 +25,9 @@ class BuildSteps:
         self.cluster = cluster
         self.objects = CustomObjectsApi(api)
 
-    async def pool(self, name: str, **spec: Any) -> dict[str, Any]:
+    async def pool(
+        self, name: str, *, template_extra: dict[str, Any] | None = None, **spec: Any
+    ) -> dict[str, Any]:
         """An AgentPool with one warm agent (containers `main` and `side`)."""
         containers = [{"name": c, "image": "busybox:1.36"} for c in ("main", "side")]
         body = {
@@ -33,7 +35,7 @@ class BuildSteps:
             "kind": "AgentPool",
             "metadata": {"name": name, "namespace": STEPS_NAMESPACE},
             "spec": {
-                "template": {"spec": {"containers": containers}},
+                "template": {"spec": {"containers": containers}, **(template_extra or {})},
                 "agentContainer": "main",
                 "minIdle": 1,
                 "maxAgents": 4,

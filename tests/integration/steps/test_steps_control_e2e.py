@@ -182,3 +182,18 @@ async def test_a_step_of_an_unknown_pool_waits_until_the_pool_exists(
     assert pending["reason"] == "PoolNotFound"
     assert "later" in pending["message"]
     assert (early["phase"], early["logTail"]) == ("Succeeded", "early\n")
+
+
+async def test_pool_not_found_is_cleared_as_soon_as_the_pool_exists(
+    operator: Any, buildsteps: BuildSteps
+) -> None:
+    # The pool comes with no agent able to start: the step waits, but not for a missing pool.
+    await buildsteps.create("early", "echo early", pool="stuck")
+    await buildsteps.wait_phase("early", "Pending")
+    unstartable = {"metadata": {"annotations": {"sandbox.agentpool.dev/profile": "unschedulable"}}}
+
+    await buildsteps.pool("stuck", minIdle=0, maxAgents=1, template_extra=unstartable)
+    queued = await buildsteps.wait_phase("early", "Queued")
+
+    assert queued["reason"] == "Queued"
+    assert "waiting for an agent of pool default/stuck" in queued["message"]
