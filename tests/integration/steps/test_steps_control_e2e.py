@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,14 @@ from agentpool.sandbox.reaper import alive
 @pytest.fixture
 def sandbox_time_scale() -> float:
     return 0.1
+
+
+async def running_pid(buildsteps: BuildSteps, step: str) -> tuple[Path, int]:
+    """The agent's directory and the pid a running step wrote to `<step>.pid` there."""
+    running = await buildsteps.wait_phase(step, "Running")
+    home = buildsteps.home(running["agent"])
+    await eventually((home / f"{step}.pid").exists, 10, "the step's pid file")
+    return home, int((home / f"{step}.pid").read_text())
 
 
 async def test_a_step_past_its_timeout_is_killed_and_fails(
@@ -38,11 +47,7 @@ async def test_deleting_a_running_step_kills_it_and_skips_the_builds_later_steps
     await buildsteps.create("long", "echo $$ > long.pid; sleep 30; touch finished", build="b")
     await buildsteps.create("deploy", "echo DEPLOYING", build="b", order=1)
     await buildsteps.create("cleanup", "echo cleanup", build="b", order=2, runPolicy="Always")
-    running = await buildsteps.wait_phase("long", "Running")
-    home = buildsteps.home(running["agent"])
-    pid_file = home / "long.pid"
-    await eventually(pid_file.exists, 10, "the step's pid file")
-    pid = int(pid_file.read_text())
+    home, pid = await running_pid(buildsteps, "long")
 
     await buildsteps.delete("long")
     await eventually(lambda: not alive(pid), 15, "the deleted step's process to end")
@@ -64,10 +69,7 @@ async def test_the_cancel_annotation_stops_a_running_step_and_the_rest_of_its_bu
     await buildsteps.pool("p")
     await buildsteps.create("work", "echo $$ > work.pid; sleep 30; touch finished", build="c")
     await buildsteps.create("deploy", "echo DEPLOYING", build="c", order=1)
-    running = await buildsteps.wait_phase("work", "Running")
-    home = buildsteps.home(running["agent"])
-    await eventually((home / "work.pid").exists, 10, "the step's pid file")
-    pid = int((home / "work.pid").read_text())
+    home, pid = await running_pid(buildsteps, "work")
 
     await buildsteps.annotate("work", {"agentpool.dev/cancel": "true"})
     statuses = await buildsteps.wait_final("work", "deploy")
