@@ -210,6 +210,7 @@ def status(pool: str | None, namespace: str | None, url: str, as_json: bool) -> 
 # --- agentpool logs and agentpool build: shared options ------------------------------------
 
 NO_CLUSTER_HINT = "give --kubeconfig, set KUBECONFIG, or run inside a cluster"
+CLI_USER_AGENT = f"agentpool-cli/{__version__}"
 
 
 def _cluster_options(command: F) -> F:
@@ -284,6 +285,8 @@ async def _against_cluster(
         clients = await kube.connect(kubeconfig, context=context)
     except (ConfigException, FileNotFoundError) as error:
         raise click.ClickException(f"no cluster to talk to ({error}): {NO_CLUSTER_HINT}") from None
+    # Audit logs and the sandbox's statistics tell the command line apart from the operator.
+    clients.api.user_agent = clients.exec.user_agent = CLI_USER_AGENT
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None

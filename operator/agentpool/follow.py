@@ -23,14 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from agentpool.builds import StepView, last_lines, waiting_for
+from agentpool.builds import StepView, in_order, last_lines, waiting_for
 from agentpool.kube import client as kube
 from agentpool.kube.exec import ExecConnectError, ExecError, open_exec
 from agentpool.model import AgentPoolSpec, BuildStepSpec, SpecError
@@ -71,6 +71,7 @@ POLL_SECONDS: Final = 0.5
 # A final step's output is copied within this long once its status says so (the script
 # polls every 0.2 s); longer means it is not on that agent (removed, or another state dir).
 FINAL_GRACE_SECONDS: Final = 3.0
+HINT_SECONDS: Final = 2.0
 RETRY_CAP_SECONDS: Final = 5.0
 
 
@@ -172,6 +173,7 @@ class StepFollower:
         self.state_dir = state_dir
         self.poll = poll
         self._containers: dict[str, str] = {}
+        self._hints: dict[str, tuple[float, str | None]] = {}  # build -> (when, agent)
 
     async def body(self, name: str) -> dict[str, Any]:
         try:
@@ -260,12 +262,13 @@ class StepFollower:
         *,
         tail: int | None = None,
         on_wait: Callable[[StepView], object] | None = None,
-        agent_hint: Callable[[], str | None] | None = None,
+        agent_hint: Callable[[StepView], Awaitable[str | None]] | None = None,
     ) -> StepView:
         """Print the step's output as it is printed, until the step is final; return it.
 
         The exec opens as soon as the step's agent is known (its status.agent, else
-        `agent_hint()`, e.g. where its build runs) and waits there for the output to appear,
+        `agent_hint(step)`; by default the agent of the build's latest placed step) and
+        waits there for the output to appear,
         so that a quick step's output is caught before the operator removes its files. Until
         then, `on_wait` gets the step each time its phase or reason changes (by default, a
         note).
@@ -279,7 +282,9 @@ class StepFollower:
             step, body = await self.view(name)
             if step.is_final and not step.has_started:
                 return step
-            agent = step.agent or (agent_hint() if agent_hint and not step.is_final else None)
+            agent = step.agent
+            if agent is None and not step.is_final:
+                agent = await (agent_hint or self.build_agent)(step)
             if agent is None or (pending_tail is not None and not step.has_started):
                 if (step.phase, step.reason) != waiting:
                     waiting = (step.phase, step.reason)
@@ -364,6 +369,26 @@ class StepFollower:
                 copy.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await copy
+
+    async def build_agent(self, step: StepView) -> str | None:
+        """Where the step's build runs: the agent of its latest step that has one (a build's
+        later steps show their agent only once running, and a quick one may be over by
+        then). Listing a namespace is not cheap: at most one list per HINT_SECONDS."""
+        if step.build == step.name:
+            return None  # a build of its own: its status names its agent before it starts
+        loop = asyncio.get_running_loop()
+        cached = self._hints.get(step.build)
+        if cached is not None and loop.time() - cached[0] < HINT_SECONDS:
+            return cached[1]
+        try:
+            bodies = await kube.list_objects(self.clients.api, kube.BUILDSTEPS, self.namespace)
+        except ApiException as error:
+            raise FollowError(api_failure(error)) from None
+        views = [StepView.from_body(b) for b in bodies]
+        placed = [v for v in in_order(views) if v.build == step.build and v.agent]
+        agent = placed[-1].agent if placed else None
+        self._hints[step.build] = (loop.time(), agent)
+        return agent
 
     async def _until_final(self, name: str) -> StepView:
         # The script ended; the operator writes the final phase right after it sees `rc`.

@@ -232,6 +232,9 @@ class _BuildShow:
                     await task
         return verdict(finals)
 
+    async def _agent_of(self, step: StepView) -> str | None:
+        return self._build_agent(step.build)
+
     def _build_agent(self, build: str) -> str | None:
         """Where the build runs: the agent of its latest step that has one."""
         placed = [s for s in in_order(self.views.values()) if s.build == build and s.agent]
@@ -309,7 +312,7 @@ class _BuildShow:
             capture.final = await follower.follow(
                 step.name,
                 on_wait=lambda _: None,
-                agent_hint=lambda: self._build_agent(step.build),
+                agent_hint=self._agent_of,
             )
             self.changed.set()
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from cli_cluster import (
     NS,
@@ -26,6 +27,7 @@ from cli_cluster import (
 )
 from kubernetes_asyncio.client import ApiClient, CustomObjectsApi
 
+from agentpool.cli import CLI_USER_AGENT
 from agentpool.config import Config
 from agentpool.kube import client as kube
 from agentpool.sandbox.cluster import Sandbox
@@ -171,3 +173,47 @@ async def test_logs_of_a_step_not_started_says_so(
     assert "step unplaced has not started yet" in done.err
     assert "use -f to wait" in done.err
     assert "Traceback" not in done.err
+
+
+async def test_follow_catches_a_quick_later_step_of_a_build_whole(
+    operator: Any, kube_api: ApiClient, cluster: Sandbox, until: Until, tmp_path: Path
+) -> None:
+    # The operator removes a step's files once the build moves on, and a later step shows its
+    # agent only once running: the exec waits on the build's agent before the step starts.
+    gate = tmp_path / "gate"
+    lines = "".join(f"line {i}\n" for i in range(1, 31))
+    await create(kube_api, pool_body("quick-pool", minIdle=1))
+    first = step_body("first", "quick-pool", gated_script(gate), build="b", order=1)
+    quick = step_body("quick", "quick-pool", "seq -f 'line %g' 1 30", build="b", order=2)
+    last = step_body("last", "quick-pool", "echo last", build="b", order=3)
+    for body in (first, quick, last):
+        await create(kube_api, body)
+
+    process = await start("logs", "-f", "quick", "--kubeconfig", str(cluster.kubeconfig_path))
+    try:
+        # `first` runs, so the build has its agent: the follower opens its exec there and
+        # waits for `quick`'s output before `quick` starts.
+        await until(cli_exec_open(cluster), 30.0, "the command line's exec on the agent")
+    finally:
+        gate.touch()
+    done = await finish(process)
+
+    assert done.code == 0, done.err
+    assert done.out == lines
+    assert len(lines) > TAIL_BYTES
+    assert "no longer on" not in done.err
+
+
+def cli_exec_open(cluster: Sandbox) -> Callable[[], Awaitable[bool]]:
+    """Whether the command line holds an exec session open (the sandbox counts by client)."""
+
+    async def check() -> bool:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{cluster.url}/sandbox/v1/stats") as response,
+        ):
+            stats = await response.json()
+        clients = (stats.get("exec") or {}).get("byClient") or {}
+        return bool((clients.get(CLI_USER_AGENT) or {}).get("open", 0) >= 1)
+
+    return check
