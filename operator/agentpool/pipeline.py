@@ -76,12 +76,32 @@ async def list_steps(clients: kube.KubeClients, namespace: str) -> list[StepView
 async def build_steps(
     clients: kube.KubeClients, namespace: str, build: str
 ) -> tuple[list[StepView], list[dict[str, Any]]]:
-    """The build's steps in order, and their bodies; BuildNotFound when there are none."""
+    """The build's steps in order, and their bodies; BuildNotFound when there are none.
+
+    The CRD declares spec.build a selectable field (Kubernetes 1.31+): the API server then
+    sends only the build's steps. An older server refuses the selector, and a step without
+    spec.build is a build of its own that no selector finds: both fall back to reading the
+    whole namespace.
+    """
+    mine: list[dict[str, Any]] = []
     try:
-        bodies = await kube.list_objects(clients.api, kube.BUILDSTEPS, namespace)
+        selected = await CustomObjectsApi(clients.api).list_namespaced_custom_object(
+            kube.GROUP,
+            kube.VERSION,
+            namespace,
+            kube.BUILDSTEPS,
+            field_selector=f"spec.build={build}",
+        )
+        mine = list(selected.get("items") or [])
     except ApiException as error:
-        raise FollowError(api_failure(error)) from None
-    mine = [b for b in bodies if StepView.from_body(b).build == build]
+        if error.status != 400:
+            raise FollowError(api_failure(error)) from None
+    if not mine:
+        try:
+            bodies = await kube.list_objects(clients.api, kube.BUILDSTEPS, namespace)
+        except ApiException as error:
+            raise FollowError(api_failure(error)) from None
+        mine = [b for b in bodies if StepView.from_body(b).build == build]
     if not mine:
         raise BuildNotFound(
             f"no BuildStep of namespace {namespace} has spec.build {build!r}: "
