@@ -11,6 +11,9 @@ WORKDIR /src
 # pyproject.toml names README.md as the long description, so the build needs it.
 COPY pyproject.toml README.md ./
 COPY operator ./operator
+# operator/agentpool/crds and examples are links to these: the wheel ships the CRDs and examples.
+COPY crds ./crds
+COPY examples ./examples
 RUN python -m pip wheel --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE}
