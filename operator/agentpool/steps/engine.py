@@ -29,7 +29,7 @@ from agentpool.steps import logs
 from agentpool.steps.context import AgentSource, RunnerContext
 from agentpool.steps.outcomes import Outcome
 from agentpool.steps.retention import Retention, StepRef
-from agentpool.steps.runner import BuildRunner
+from agentpool.steps.runner import QUEUED_DELAY, BuildRunner
 from agentpool.steps.runs import StepRun, now, parse_time, rfc3339
 from agentpool.steps.scheduling import BuildQueue
 from agentpool.steps.status import Patcher, StatusWriter
@@ -44,7 +44,6 @@ FINISHED_MEMORY = 100_000
 # Builds whose agent is remembered after they went idle: a step appended later still finds
 # the build's workspace.
 BUILD_AGENT_MEMORY = 10_000
-QUEUED_DELAY = 0.5
 CANCEL_ANNOTATION = "agentpool.dev/cancel"
 CANCEL_MESSAGE = f"cancelled with the annotation {CANCEL_ANNOTATION}=true"
 

@@ -49,6 +49,9 @@ RECOVERY_LEASE_WAIT = 10.0
 # A step's Running write waits this long, so that a step ending sooner costs one status write;
 # it is also the window in which a crashed operator leaves no record of where a step started.
 RUNNING_DELAY = 0.1
+# A Queued status waits this long before costing a request (a step that starts sooner is
+# written once, Running or final): as the engine's own Queued write.
+QUEUED_DELAY = 0.5
 # The batch window is slept in this many ticks, and lasts at most GATHER_CAP windows.
 GATHER_TICKS = 5
 GATHER_CAP = 4
@@ -362,6 +365,9 @@ class BuildRunner:
             quota = self._quota(spec)
             if not run.submitted and self._placed != pod:
                 await self._place(run, pod)
+            must_wait = quota.sessions_waiting or quota.sessions_running >= quota.session_limit
+            if must_wait and not run.submitted and self._sessions.current(pod, container) is None:
+                self._say_queued(self._slot_wait_message(quota))
             try:
                 opened = await self._sessions.open(
                     namespace, pod, container, quota, resuming=resuming
@@ -625,6 +631,7 @@ class BuildRunner:
                 raise InfrastructureFailure(
                     Failure.AGENT_LOST, f"AgentPool {self.pool} was deleted"
                 )
+            self._say_queued(self._agent_wait_message())
             try:
                 self.lease = await self.ctx.agents.acquire(
                     self.pool, f"{namespace}/{build}", within=within, prefer=self._home_agent
@@ -637,6 +644,33 @@ class BuildRunner:
                 log.info("build %s/%s still waits for an agent: %s", namespace, build, error)
             except Exception as error:  # e.g. the pool was deleted while the build waited
                 raise InfrastructureFailure(Failure.AGENT_LOST, str(error)) from error
+
+    def _say_queued(self, message: str) -> None:
+        """What the build's next step waits for, in its Queued status (merged into the write
+        still pending, if any: the build's next step is written Queued anyway)."""
+        decision = self.queue.next()
+        run = self.steps.get(decision.step.name) if decision is not None else None
+        if run is None or run.submitted or run.phase is not StepPhase.PENDING:
+            return
+        fields = {"phase": StepPhase.QUEUED.value, "reason": "Queued", "message": message}
+        self.ctx.write(run, fields, QUEUED_DELAY)
+
+    def _agent_wait_message(self) -> str:
+        spec = self.ctx.agents.pool_spec(self.pool)
+        ahead = self.ctx.agents.waiting_builds(self.pool)
+        limit = f" (spec.maxAgents {spec.max_agents})" if spec is not None else ""
+        return (
+            f"waiting for a free agent of pool {self.pool}{limit}, "
+            f"{ahead} build(s) ahead of this one (build {self.queue.key[1]})"
+        )
+
+    def _slot_wait_message(self, quota: ApiQuota) -> str:
+        return (
+            f"waiting for an API connection of pool {self.pool}: {quota.sessions_running} "
+            f"exec sessions open, the most spec.apiConnections.max {quota.limit} allows "
+            f"({quota.session_limit}), {quota.sessions_waiting} build(s) ahead of this one "
+            f"(build {self.queue.key[1]})"
+        )
 
     def _drop_lease_if(self, pod: str) -> None:
         if self.lease is not None and self.lease.pod_name == pod:

@@ -18,10 +18,15 @@ def sandbox_time_scale() -> float:
     return 0.1
 
 
+async def running_home(buildsteps: BuildSteps, step: str) -> Path:
+    """The directory of the agent a step runs on, once it runs."""
+    running = await buildsteps.wait_phase(step, "Running")
+    return buildsteps.home(running["agent"])
+
+
 async def running_pid(buildsteps: BuildSteps, step: str) -> tuple[Path, int]:
     """The agent's directory and the pid a running step wrote to `<step>.pid` there."""
-    running = await buildsteps.wait_phase(step, "Running")
-    home = buildsteps.home(running["agent"])
+    home = await running_home(buildsteps, step)
     await eventually((home / f"{step}.pid").exists, 10, "the step's pid file")
     return home, int((home / f"{step}.pid").read_text())
 
@@ -198,4 +203,21 @@ async def test_pool_not_found_is_cleared_as_soon_as_the_pool_exists(
     queued = await buildsteps.wait_phase("early", "Queued")
 
     assert queued["reason"] == "Queued"
-    assert "waiting for an agent of pool default/stuck" in queued["message"]
+    assert "agent of pool default/stuck" in queued["message"]
+
+
+async def test_a_queued_step_says_what_it_waits_for_and_which_setting_limits_it(
+    operator: Any, buildsteps: BuildSteps
+) -> None:
+    await buildsteps.pool("p", minIdle=1, maxAgents=1)
+    await buildsteps.create("holder", "while [ ! -e go ]; do sleep 0.05; done", build="a")
+    home = await running_home(buildsteps, "holder")
+    await buildsteps.create("waiter", "echo done", build="b")
+
+    queued = await buildsteps.wait_phase("waiter", "Queued")
+    (home / "go").touch()
+    done = (await buildsteps.wait_final("waiter"))["waiter"]
+
+    assert "waiting for a free agent of pool default/p (spec.maxAgents 1)" in queued["message"]
+    assert "0 build(s) ahead of this one" in queued["message"]
+    assert done["phase"] == "Succeeded"
