@@ -21,10 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
-import random
-import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,13 +33,10 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from agentpool.kube import client as kube
 from agentpool.kube.backoff import (
     Backoff,
-    BackoffPolicy,
-    is_retryable,
-    is_throttled,
-    retry_after_seconds,
 )
 from agentpool.kube.events import NORMAL, WARNING, EventRecorder, ObjectRef
-from agentpool.kube.quota import ApiQuota, QuotaRegistry, QuotaTimeout
+from agentpool.kube.failures import ApiFailure, FailureSeries, Report, api_message
+from agentpool.kube.quota import ApiQuota, QuotaRegistry
 from agentpool.metrics import METRICS, Catalogue
 from agentpool.model import (
     AgentPoolSpec,
@@ -59,7 +53,7 @@ from agentpool.pool.readiness import AgentState
 from agentpool.pool.settings import ControllerSettings
 from agentpool.pool.status import creation_failures, launch_failures, with_conditions
 
-__all__ = ["ApiFailure", "FailureSeries", "PoolController", "Report"]
+__all__ = ["PoolController"]
 
 _log = logging.getLogger(__name__)
 
@@ -94,106 +88,6 @@ def _parse_time(value: object) -> datetime | None:
 def _earliest(*moments: datetime | None) -> datetime | None:
     present = [m for m in moments if m is not None]
     return min(present) if present else None
-
-
-@dataclass(frozen=True)
-class ApiFailure:
-    """A failed API call, as the back-off and the reports need it.
-
-    ``status``: the HTTP status, None when no answer came (network failure, or no quota slot
-    in time). ``message``: what the API server said (its Status reason and message).
-    ``retry_after``: the server's Retry-After on 429/503, a floor of the back-off.
-    """
-
-    status: int | None
-    message: str
-    retry_after: float | None = None
-
-    @property
-    def throttled(self) -> bool:
-        return is_throttled(self.status)
-
-    @property
-    def retryable(self) -> bool:
-        return is_retryable(self.status)
-
-    @classmethod
-    def of(cls, error: BaseException) -> ApiFailure:
-        if isinstance(error, ApiException):
-            status = error.status or None
-            retry_after = retry_after_seconds(error.headers) if is_throttled(status) else None
-            return cls(status, _api_status_text(error), retry_after)
-        if isinstance(error, QuotaTimeout):
-            return cls(None, str(error))
-        return cls(None, f"{type(error).__name__}: {error}" if str(error) else repr(error))
-
-
-@dataclass(frozen=True)
-class Report:
-    """What to tell humans now about a kind of failure: ``count`` failures since the
-    previous report (``first``: the first of the series)."""
-
-    count: int
-    first: bool
-
-
-class FailureSeries:
-    """Consecutive failures of one kind of API call of one pool: back-off and reports (pure).
-
-    `failed` records a failure in the back-off (Retry-After as its floor) and says whether to
-    report it: the first failure at once, later ones at most once per `report_every` seconds
-    with their count, so a server failing every request costs one log line (and Event) per
-    interval. `succeeded` ends the series and returns how many failures it had.
-    """
-
-    def __init__(
-        self,
-        policy: BackoffPolicy,
-        *,
-        report_every: float,
-        clock: Callable[[], float] = time.monotonic,
-        rand: Callable[[], float] = random.random,
-    ) -> None:
-        self.backoff = Backoff(policy, clock=clock, rand=rand)
-        self.last: ApiFailure | None = None
-        self._report_every = report_every
-        self._clock = clock
-        self._reported_at: float | None = None
-        self._unreported = 0
-
-    @property
-    def failures(self) -> int:
-        return self.backoff.failures
-
-    @property
-    def failing(self) -> bool:
-        return self.backoff.failing
-
-    def remaining(self) -> float:
-        """Seconds until the next try is allowed (0: now)."""
-        return self.backoff.remaining()
-
-    def failed(self, failure: ApiFailure) -> Report | None:
-        """Record a failure; the report to make now, if any."""
-        self.backoff.failed(failure.message, retry_after=failure.retry_after)
-        self.last = failure
-        self._unreported += 1
-        now = self._clock()
-        first = self._reported_at is None
-        if self._reported_at is not None and now - self._reported_at < self._report_every:
-            return None
-        self._reported_at = now
-        count, self._unreported = self._unreported, 0
-        return Report(count, first)
-
-    def succeeded(self) -> int:
-        """Record a success; returns the failures in a row it ends (0: none)."""
-        failures = self.backoff.failures
-        self.backoff.succeeded()
-        self.last = None
-        self._reported_at = None
-        self._unreported = 0
-        return failures
 
 
 @dataclass(eq=False)
@@ -757,7 +651,7 @@ class PoolController:
                     self._report_failure("creating agent pods", self._creates, report, event)
             else:
                 assert isinstance(error, ApiException)
-                message = _api_message(error)
+                message = api_message(error)
                 self._metrics.agent_launches.labels(pool=self.key, result="rejected").inc()
                 self._launch_failed("(new agent)", "CreateRejected", message)
                 self._event(
@@ -970,25 +864,3 @@ class PoolController:
             "pendingCreations": self.pending_creations,
             "specError": str(self.spec_error) if self.spec_error else None,
         }
-
-
-def _api_status_text(error: ApiException) -> str:
-    """The API server's answer in one line: HTTP status, Status reason and message."""
-    try:
-        body = json.loads(error.body or "{}")
-    except (TypeError, ValueError):
-        body = {}
-    reason = (body.get("reason") if isinstance(body, dict) else None) or error.reason
-    text = f"HTTP {error.status}"
-    if reason:
-        text += f" {reason}"
-    return f"{text}: {_api_message(error)}"
-
-
-def _api_message(error: ApiException) -> str:
-    try:
-        body = json.loads(error.body or "{}")
-    except (TypeError, ValueError):
-        body = {}
-    message = body.get("message") if isinstance(body, dict) else None
-    return str(message or error.reason or error)

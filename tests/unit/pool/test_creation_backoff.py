@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from agentpool.kube.backoff import BackoffPolicy
+from agentpool.kube.failures import ApiFailure, FailureSeries, Report
 from agentpool.kube.quota import QuotaTimeout
 from agentpool.model import ConditionStatus
-from agentpool.pool.controller import ApiFailure, FailureSeries, Report
 from agentpool.pool.readiness import AgentState
 from agentpool.pool.scaling import Agent, DeletionReason, PoolSnapshot, plan, pool_conditions
 from agentpool.pool.status import creation_failures
