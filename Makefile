@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-stamp
 help:
 	@echo "make demo        run the operator on the sandbox cluster and show it working"
 	@echo "make test        run the whole test suite (unit, integration, conformance, chart)"
-	@echo "make lint        ruff, mypy --strict, import-linter"
+	@echo "make lint        ruff, mypy --strict, import-linter, shellcheck"
 	@echo "make bench       benchmarks on the sandbox (writes bench/results/)"
 	@echo "make crds-check  check the chart's copies (crds/, dashboard) are identical to the sources"
 	@echo "make image       build the operator image (needs docker)"
@@ -42,6 +42,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check operator tests $(wildcard bench)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/shellcheck --shell=sh --severity=style operator/agentpool/steps/*.sh
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agentpool.model import BuildStepSpec, StepPhase
-from agentpool.steps.batching import StepRequest
+from agentpool.steps.protocol import StepRequest
 from agentpool.steps.scheduling import QueuedStep
 
 

@@ -1,4 +1,4 @@
-"""One session: many steps over one exec stream into one container (protocol in `batching`).
+"""One session: many steps over one exec stream into one container (protocol in `protocol`).
 
 The session writes the driver, then step messages, to the exec's stdin and demultiplexes the
 driver's frames into per-step handles. Only a bounded tail of each step's output is kept in
@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from agentpool.steps import batching
-from agentpool.steps.batching import (
+from agentpool.steps import protocol
+from agentpool.steps.protocol import (
     CancelAck,
     DriverError,
     Finished,
@@ -149,7 +149,7 @@ class Session:
         state_dir: str | None = None,
     ) -> Session:
         """Send the driver and wait until it answers."""
-        greeting = batching.build_hello(nonce := nonce or secrets.token_hex(16), state_dir)
+        greeting = protocol.build_hello(nonce := nonce or secrets.token_hex(16), state_dir)
         session = cls(stream, nonce, tail_bytes)
         session._reader = asyncio.create_task(session._read_loop())
         await session._send(greeting)
@@ -177,7 +177,7 @@ class Session:
 
     async def submit(self, request: StepRequest, *, offset: int = 0) -> StepHandle:
         """Run a step (idempotent: a step started before is only watched from `offset`)."""
-        message = batching.build_run(request, offset)
+        message = protocol.build_run(request, offset)
         current = self._handles.get(request.step_id)
         if current is not None and not current.done():
             return current
@@ -188,18 +188,18 @@ class Session:
 
     async def resume(self, step_id: str, offset: int = 0) -> StepHandle:
         """Follow a step started earlier; `wait()` raises StepNotStarted if it never was."""
-        message = batching.build_resume(step_id, offset)
+        message = protocol.build_resume(step_id, offset)
         handle = self._watch(step_id, offset)
         await self._send(message)
         return handle
 
     async def cancel(self, step_id: str) -> None:
         """Ask the step's keeper to kill its process group; its handle finishes `cancelled`."""
-        await self._send(batching.build_cancel(step_id))
+        await self._send(protocol.build_cancel(step_id))
 
     async def forget(self, step_id: str) -> None:
         """Delete a finished step's files in the container once its result is recorded."""
-        await self._send(batching.build_forget(step_id))
+        await self._send(protocol.build_forget(step_id))
 
     async def close(self) -> None:
         """Let watched steps finish, then end the driver (it exits 0). Bound it with
@@ -207,7 +207,7 @@ class Session:
         if not self._ended.is_set() and not self._closing:
             self._closing = True
             with contextlib.suppress(Exception):
-                await self._send(batching.BYE)
+                await self._send(protocol.BYE)
                 await self._stream.close_stdin()
         try:
             await self._ended.wait()
@@ -269,7 +269,7 @@ class Session:
             self.error = exc
         self._end(error)
 
-    def _dispatch(self, event: batching.Event) -> None:
+    def _dispatch(self, event: protocol.Event) -> None:
         if isinstance(event, Hello):
             if not self._hello.done():
                 self._hello.set_result(event)

@@ -14,9 +14,9 @@ from typing import Any
 from agentpool.kube.exec import open_exec
 from agentpool.kube.quota import ApiQuota, Connection
 from agentpool.steps import handover
-from agentpool.steps.batching import BOOTSTRAP_COMMAND
 from agentpool.steps.context import RunnerContext
 from agentpool.steps.handover import QuotaState
+from agentpool.steps.protocol import BOOTSTRAP_COMMAND
 from agentpool.steps.session import Session
 
 __all__ = ["CLOSE_TIMEOUT", "SESSION_READY_TIMEOUT", "OpenSession", "Sessions"]

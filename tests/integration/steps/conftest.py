@@ -23,7 +23,7 @@ from step_client import BuildSteps
 
 from agentpool.sandbox import reaper
 from agentpool.sandbox.cluster import Sandbox
-from agentpool.steps.batching import BOOTSTRAP_COMMAND
+from agentpool.steps.protocol import BOOTSTRAP_COMMAND
 from agentpool.steps.session import Session
 
 BUSYBOX = shutil.which("busybox")

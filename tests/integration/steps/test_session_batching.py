@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from agentpool.steps.batching import StepRequest
+from agentpool.steps.protocol import StepRequest
 
 
 def step(step_id: str, script: str, **kwargs: object) -> StepRequest:

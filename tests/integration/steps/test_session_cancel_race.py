@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from agentpool.steps.batching import StepRequest
+from agentpool.steps.protocol import StepRequest
 
 # Stands in for the step shell: holds every launcher until the test opens the gate, then
 # runs it with the container's own shell.

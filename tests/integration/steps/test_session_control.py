@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from agentpool.steps.batching import StepRequest
+from agentpool.steps.protocol import StepRequest
 from agentpool.steps.session import StepNotStarted
 
 

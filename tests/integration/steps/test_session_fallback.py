@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentpool.steps.batching import StepRequest
+from agentpool.steps.protocol import StepRequest
 from agentpool.steps.session import Session
 
 

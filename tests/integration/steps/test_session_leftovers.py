@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from agentpool.steps.batching import StepRequest
+from agentpool.steps.protocol import StepRequest
 
 
 def processes_in(root: Path) -> list[int]:

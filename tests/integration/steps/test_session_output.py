@@ -6,7 +6,7 @@ import hashlib
 import os
 import tracemalloc
 
-from agentpool.steps.batching import StepRequest
+from agentpool.steps.protocol import StepRequest
 
 
 def step(step_id: str, script: bytes | str, **kwargs: object) -> StepRequest:

@@ -14,7 +14,7 @@ from agentpool.kube.client import load_configuration, new_exec_client
 from agentpool.kube.exec import ExecApiClient, open_exec
 from agentpool.sandbox import profiles
 from agentpool.sandbox.cluster import Sandbox
-from agentpool.steps.batching import BOOTSTRAP_COMMAND, StepRequest
+from agentpool.steps.protocol import BOOTSTRAP_COMMAND, StepRequest
 from agentpool.steps.session import Session, SessionLost
 
 

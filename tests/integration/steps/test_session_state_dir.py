@@ -7,8 +7,8 @@ import asyncio
 import dataclasses
 import subprocess
 
-from agentpool.steps.batching import StepRequest
 from agentpool.steps.logs import log_command
+from agentpool.steps.protocol import StepRequest
 from agentpool.steps.session import Session
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from agentpool.steps import batching
-from agentpool.steps.batching import StepRequest
+from agentpool.steps import protocol
+from agentpool.steps.protocol import StepRequest
 
 
 async def test_pump_keeps_framing_output_through_a_burst_of_messages(open_session) -> None:
@@ -20,7 +20,7 @@ async def test_pump_keeps_framing_output_through_a_burst_of_messages(open_sessio
     for i in range(40):
         handles.append(await session.submit(StepRequest(f"w{i}", f"echo {i}".encode())))
         # Acknowledged without effect (the step has ended), each wakes the pump once.
-        await shell.write(batching.build_cancel("done") * 25)
+        await shell.write(protocol.build_cancel("done") * 25)
     async with asyncio.timeout(20):
         results = [await h.wait() for h in handles]
 

@@ -40,6 +40,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 
 PROTOCOL_VERSION = 1
 DEFAULT_SHELL = "/bin/sh"
@@ -53,242 +54,28 @@ NONCE = re.compile(r"[0-9a-f]{16,64}")
 BOOTSTRAP = 'p=;while IFS= read -r l;do [ "$l" = "#end" ]&&break;p="$p$l\n";done;eval "$p"'
 BOOTSTRAP_COMMAND: tuple[str, ...] = ("/bin/sh", "-c", BOOTSTRAP.replace("\\n", "\n"))
 
-# The keeper: started once per step, detached from the session. Arguments: state dir of the
-# step, timeout seconds (0: none), grace seconds, staged payload (launcher then script),
-# launcher length, shell. Small files are written with one `echo` and read with `read -r`,
-# which fails until the whole line is there: no tmp + mv needed for them.
-_KEEPER = r"""
-d=$1; t=$2; g=$3; f=$4; SH=$6
-p=; r=; q=
-# A timer is a subshell waiting on a `sleep`. It is never signalled: a signal reaching a freshly
-# forked shell before it dropped the keeper's traps is swallowed. Instead the keeper KILLs the
-# timer's sleep (uncatchable) by the pid the timer stored in `t.<name>`, after creating `end`;
-# the timer stores that pid before it looks for `end` (or a removed dir) and then KILLs its own
-# sleep: whichever comes second sees the other, so no sleep outlives the step.
-after() {
-  ( sleep "$2" & s=$!
-    { echo $s >"$d/t.$1" && [ ! -e "$d/end" ] && [ -d "$d" ]; } 2>/dev/null || kill -KILL $s
-    wait $s && eval "$3" ) &
-}
-untime() { for n in t k; do read -r s 2>/dev/null <"$d/t.$n" && kill -KILL "$s" 2>/dev/null; done; }
-stop() {
-  [ -n "$r" ] && return 0
-  # Before the step exists a request is only remembered; it is acted on right after launch.
-  [ -n "$p" ] || { q=$1; return 0; }
-  r=$1
-  # A TERM reaching the forked step before `setsid` is swallowed by the traps it inherited;
-  # the launcher, running after `setsid`, sees `halt` and exits instead.
-  : >"$d/halt" 2>/dev/null
-  kill -TERM "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null
-  after k "$g" 'kill -KILL "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null'
-}
-# Traps first: the pid in `started` invites USR1, whose default action would end the keeper.
-trap 'w=1' HUP INT TERM
-trap 'w=1; stop cancelled' USR1
-trap 'w=1; stop timeout' ALRM
-mkdir "$d" 2>/dev/null
-set -C
-if ! echo $$ >"$d/started"; then rm -f "$f"; exit 0; fi 2>/dev/null
-set +C
-mv -f "$f" "$d/launch"
-tail -c +$(($5 + 1)) "$d/launch" >"$d/script"
-# Cancelled before launch: nothing runs. `pid` names this (ending) keeper, never 0, which
-# `kill` and `killpg` read as "my own process group".
-if [ -e "$d/cancel" ] || [ -n "$q" ]; then
-  echo $$ >"$d/pid"; : >"$d/out"; echo "143 ${q:-cancelled}" >"$d/rc"; exit 0
-fi
-if command -v setsid >/dev/null 2>&1; then
-  setsid "$SH" "$d/launch" "$d" >"$d/out" 2>&1 </dev/null &
-else
-  "$SH" "$d/launch" "$d" >"$d/out" 2>&1 </dev/null &
-fi
-p=$!
-echo "$p" >"$d/pid"
-[ -n "$q" ] && stop "$q"
-[ -e "$d/cancel" ] && stop cancelled
-[ "$t" -gt 0 ] && after t "$t" "kill -ALRM $$"
-# A trap interrupts `wait` (status >128) without consuming the step's status: wait again.
-# Waiting again for a status already consumed gives 127, then the first one stands.
-rc=
-while :; do
-  w=; wait "$p"; x=$?
-  if [ -n "$w" ] && [ "$x" -gt 128 ]; then rc=$x; continue; fi
-  [ "$x" = 127 ] && [ -n "$rc" ] || rc=$x
-  break
-done
-: >"$d/end"
-untime
-# The launcher names what kept the script from starting (see build_launcher).
-[ -z "$r" ] && [ -s "$d/setup" ] && read -r r 2>/dev/null <"$d/setup"
-case $r in exit|timeout|cancelled|shell|workdir) ;; *) r= ;; esac
-echo "$rc ${r:-exit}" >"$d/rc"
-"""
 
-# The driver: a reader (this shell, consuming stdin) and a pump (a background subshell, the
-# only writer of frames). They talk through numbered files in a per-session queue directory;
-# the reader wakes the pump with USR1, which interrupts the pump's `wait` on its poll sleep.
-_DRIVER = r"""
-IFS= read -r N || exit 3
-case $N in *[!0-9a-f]*|'') exit 3;; esac
-IFS= read -r SD || exit 3
-SH=${AGENTPOOL_SH:-/bin/sh}
-# The container's own AGENTPOOL_STATE_DIR wins over the operator's setting (second line).
-S=${AGENTPOOL_STATE_DIR:-${SD:-${TMPDIR:-/tmp}/.agentpool}}
-umask 077
-[ -d "$S" ] || mkdir -p "$S" || exit 4
-Q=$S/.session.$N
-mkdir "$Q" "$Q/q" || exit 4
-exec 3>&1 1>&2
-if command -v setsid >/dev/null 2>&1; then M=setsid; else M=shared; fi
-# Poll back-off of the pump when nothing happens; POSIX sleep only takes whole seconds.
-if sleep 0.001 2>/dev/null; then
-  ZS="0.002 0.002 0.002 0.004 0.004 0.008 0.016 0.032 0.064 0.128 0.25"
-else
-  ZS=1
-fi
-K=$S/.keeper-@KEEPERID@
-if [ ! -s "$K" ]; then
-  cat >"$Q/k" <<'AGENTPOOL_KEEPER'
-@KEEPER@
-AGENTPOOL_KEEPER
-  mv -f "$Q/k" "$K"
-fi
-# No `$(...)` in the pump: bash (5.2) runs a trap that is due while it parses a command
-# substitution being expanded, the trap's own parse breaks that parse ("unexpected EOF while
-# looking for matching `)'") and the error ended the pump's loop: no frame ever again. Counts
-# go through a file and `read` instead.
-pump() {
-  trap 'w=1' USR1
-  w=0; A=; B=; zi=0
-  printf '%s H - @VERSION@ %s\n' "$N" "$M" >&3
-  while :; do
-    y=; R=
-    for f in "$Q"/q/*; do
-      [ -e "$f" ] || continue
-      read -r c a b <"$f" || break
-      R="$R $f"; k=${f##*/}
-      case $c in
-      W) A="$A $k"; eval "i_$k=\$a o_$k=\$b s_$k=0"; y=1;;
-      U|C|E) printf '%s %s %s %s\n' "$N" "$c" "$a" "$b" >&3;;
-      B) B=1;;
-      Q) printf '%s B -\n' "$N" >&3; exit 0;;
-      esac
-    done
-    [ -n "$R" ] && rm -f $R
-    L=
-    for k in $A; do
-      eval "i=\$i_$k o=\$o_$k s=\$s_$k"
-      d=$S/$i
-      if [ "$s" = 0 ]; then
-        if read -r p 2>/dev/null <"$d/pid"; then
-          printf '%s S %s %s\n' "$N" "$i" "$p" >&3; s=1; y=1
-        elif read -r kp 2>/dev/null <"$d/started"; then
-          if ! kill -0 "$kp" 2>/dev/null && [ ! -s "$d/pid" ] && [ ! -s "$d/rc" ]; then
-            printf '%s F %s -1 %s lost\n' "$N" "$i" "$o" >&3; y=1; continue
-          fi
-        fi
-      fi
-      if [ "$s" = 1 ]; then
-        e=; read -r x r 2>/dev/null <"$d/rc" && e=1
-        # Most trivial steps print nothing: no `wc` fork for an empty file.
-        n=0
-        if [ -s "$d/out" ]; then wc -c <"$d/out" >"$Q/n" 2>/dev/null && read -r n <"$Q/n" || n=0; fi
-        while [ "$o" -lt "$n" ]; do
-          if [ $((o % 65536)) = 0 ]; then
-            dd if="$d/out" bs=65536 skip=$((o / 65536)) count=16 2>/dev/null >"$Q/c"
-          else
-            dd if="$d/out" bs=65536 skip=$((o / 65536)) count=16 2>/dev/null |
-              tail -c +$((o % 65536 + 1)) >"$Q/c"
-          fi
-          m=0; wc -c <"$Q/c" >"$Q/n" && read -r m <"$Q/n" || m=0
-          [ "$m" -gt 0 ] || break
-          printf '%s O %s %s %s\n' "$N" "$i" "$o" "$m" >&3
-          cat "$Q/c" >&3
-          o=$((o + m)); y=1
-        done
-        if [ -n "$e" ]; then
-          printf '%s F %s %s %s %s\n' "$N" "$i" "$x" "$o" "$r" >&3; y=1; continue
-        fi
-        read -r kp <"$d/started"
-        if ! kill -0 "$kp" 2>/dev/null && [ ! -s "$d/rc" ]; then
-          printf '%s F %s -1 %s lost\n' "$N" "$i" "$o" >&3; y=1; continue
-        fi
-      fi
-      eval "o_$k=\$o s_$k=\$s"; L="$L $k"
-    done
-    A=$L
-    if [ -n "$B" ] && [ -z "$A" ]; then printf '%s B -\n' "$N" >&3; exit 0; fi
-    if [ -n "$y" ]; then zi=0; else zi=$((zi + 1)); fi
-    set -- $ZS; [ "$zi" -lt $# ] || zi=$(($# - 1)); shift "$zi"
-    if [ "$w" = 0 ]; then sleep "$1" & sp=$!; wait "$sp"; kill "$sp" 2>/dev/null; fi
-    w=0
-  done
-}
-trap '' USR1
-pump &
-P=$!
-trap - USR1
-n=1000000
-enq() { n=$((n + 1)); echo "$*" >"$Q/q/$n"; kill -USR1 "$P" 2>/dev/null; }
-readn() {
-  : >"$2"; rg=0
-  while [ "$rg" -lt "$1" ]; do
-    dd bs=$(($1 - rg)) count=1 2>/dev/null >>"$2"
-    rh=$(($(wc -c <"$2")))
-    [ "$rh" -gt "$rg" ] || return 1
-    rg=$rh
-  done
-}
-E=
-while IFS=' ' read -r c a b t g l s; do
-  case $a in ''|-|.*|*[!A-Za-z0-9._-]*) v=;; *) v=1;; esac
-  d=$S/$a
-  case $c in
-  run)
-    case $l$s in ''|*[!0-9]*) enq E - badmsg; E=1; break;; esac
-    if [ -z "$v" ] || [ -e "$d/started" ]; then
-      readn "$s" "$Q/x" || { E=1; break; }
-      [ -n "$v" ] || { enq E - badid; continue; }
-    else
-      f=$S/.stage.$a.$$
-      readn "$s" "$f" || { E=1; break; }
-      if [ "$M" = setsid ]; then
-        setsid "$SH" "$K" "$d" "$t" "$g" "$f" "$l" "$SH" </dev/null >/dev/null 2>&1 3>&- &
-      else
-        "$SH" "$K" "$d" "$t" "$g" "$f" "$l" "$SH" </dev/null >/dev/null 2>&1 3>&- &
-      fi
-    fi
-    enq W "$a" "$b";;
-  resume)
-    if [ -n "$v" ] && [ -e "$d/started" ]; then enq W "$a" "$b"; else enq U "$a"; fi;;
-  cancel)
-    # The cancel file also stops a step whose keeper is still starting, or starts later.
-    if [ -z "$v" ]; then enq C - 0
-    elif [ -e "$d/rc" ]; then enq C "$a" 0
-    else
-      [ -d "$d" ] || mkdir "$d" 2>/dev/null; : >"$d/cancel"
-      read -r kp 2>/dev/null <"$d/started" && kill -USR1 "$kp" 2>/dev/null; enq C "$a" 1
-    fi;;
-  forget)
-    [ -n "$v" ] && read -r x 2>/dev/null <"$d/rc" && rm -rf "$d";;
-  bye) break;;
-  quit) enq Q; wait "$P"; rm -rf "$Q"; exit 0;;
-  *) enq E - badmsg;;
-  esac
-done
-enq B
-wait "$P"
-rm -rf "$Q"
-exit 0
-"""
+def _script(name: str) -> str:
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
 
+
+# The keeper (keeper.sh): started once per step, detached from the session. The driver
+# (driver.sh): a reader of the session's stdin and a pump, the only writer of frames. Both are
+# POSIX sh files shipped with the package and checked by shellcheck (`make lint`).
+_KEEPER = _script("keeper.sh")
 # The keeper is stored once per container under a name derived from its text, so a newer
 # operator never runs an older keeper left behind in a long-lived container.
 _KEEPER_ID = hashlib.sha256(_KEEPER.encode()).hexdigest()[:16]
+_KEEPER_END = "AGENTPOOL_KEEPER"
+if f"\n{_KEEPER_END}\n" in f"\n{_KEEPER}" or "\n#end\n" in f"\n{_KEEPER}":
+    raise RuntimeError("keeper.sh holds a line that would end its here-document early")
+# What driver.sh expects to be defined before it: the protocol version, the keeper's id, and
+# `agentpool_keeper`, which prints the keeper's text (a quoted here-document: no expansion).
 DRIVER = (
-    _DRIVER.replace("@KEEPER@", _KEEPER.strip())
-    .replace("@KEEPERID@", _KEEPER_ID)
-    .replace("@VERSION@", str(PROTOCOL_VERSION))
+    f"AGENTPOOL_PROTOCOL={PROTOCOL_VERSION}\n"
+    f"AGENTPOOL_KEEPER_ID={_KEEPER_ID}\n"
+    f"agentpool_keeper() {{\ncat <<'{_KEEPER_END}'\n{_KEEPER}{_KEEPER_END}\n}}\n"
+    + _script("driver.sh")
 )
 
 

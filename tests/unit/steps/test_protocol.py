@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentpool.steps import batching
-from agentpool.steps.batching import (
+from agentpool.steps import protocol
+from agentpool.steps.protocol import (
     CancelAck,
     Finished,
     FrameParser,
@@ -26,14 +26,14 @@ def frame(kind: str, step_id: str, *fields: object, data: bytes = b"") -> bytes:
     return " ".join([NONCE, kind, step_id, *map(str, fields)]).encode() + b"\n" + data
 
 
-def collect(parser: FrameParser, stream: bytes, piece: int) -> list[batching.Event]:
-    events: list[batching.Event] = []
+def collect(parser: FrameParser, stream: bytes, piece: int) -> list[protocol.Event]:
+    events: list[protocol.Event] = []
     for i in range(0, len(stream), piece):
         events += parser.feed(stream[i : i + piece])
     return events
 
 
-def merged_output(events: list[batching.Event]) -> dict[str, bytes]:
+def merged_output(events: list[protocol.Event]) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     for event in events:
         if isinstance(event, Output):
@@ -109,13 +109,13 @@ def test_run_message_carries_launcher_and_script_by_length() -> None:
     script = b"\x00binary\n" * 40000  # ~300 KiB, any bytes
     request = StepRequest("uid-1", script, env={"A": "x"}, timeout=9, grace=2)
 
-    message = batching.build_run(request, offset=5)
+    message = protocol.build_run(request, offset=5)
 
     header, rest = message.split(b"\n", 1)
     words = header.split()
     assert words[:5] == [b"run", b"uid-1", b"5", b"9", b"2"]
     launcher_len, payload_len = int(words[5]), int(words[6])
-    assert rest[:launcher_len] == batching.build_launcher(request)
+    assert rest[:launcher_len] == protocol.build_launcher(request)
     assert rest[launcher_len:] == script
     assert payload_len == len(rest)
 
@@ -123,7 +123,7 @@ def test_run_message_carries_launcher_and_script_by_length() -> None:
 def test_launcher_quotes_values_and_execs_the_shell() -> None:
     request = StepRequest("s", b"", shell="/bin/bash", env={"V": "a'b $x\n`y`"}, working_dir="/w d")
 
-    launcher = batching.build_launcher(request).decode()
+    launcher = protocol.build_launcher(request).decode()
 
     assert "{ [ -d '/w d' ] || mkdir -p -- '/w d'; } && cd -- '/w d' ||" in launcher
     assert "[ -f '/bin/bash' ] && [ -x '/bin/bash' ] >/dev/null 2>&1 ||" in launcher
@@ -142,29 +142,29 @@ def test_launcher_quotes_values_and_execs_the_shell() -> None:
 )
 def test_invalid_requests_are_refused(request_: StepRequest) -> None:
     with pytest.raises(StepRequestError):
-        batching.build_run(request_)
+        protocol.build_run(request_)
 
 
 def test_bootstrap_is_constant_and_carries_no_user_data() -> None:
-    hello = batching.build_hello(NONCE)
+    hello = protocol.build_hello(NONCE)
 
-    assert batching.BOOTSTRAP_COMMAND[:2] == ("/bin/sh", "-c")
-    assert NONCE not in "".join(batching.BOOTSTRAP_COMMAND)
+    assert protocol.BOOTSTRAP_COMMAND[:2] == ("/bin/sh", "-c")
+    assert NONCE not in "".join(protocol.BOOTSTRAP_COMMAND)
     assert hello.endswith(b"\n#end\n" + NONCE.encode() + b"\n\n")
-    assert b"\n#end\n" not in batching.DRIVER.encode()
+    assert b"\n#end\n" not in protocol.DRIVER.encode()
 
 
 def test_state_dir_travels_after_the_nonce() -> None:
-    hello = batching.build_hello(NONCE, "/var/agent state")
+    hello = protocol.build_hello(NONCE, "/var/agent state")
 
     assert hello.endswith(b"\n#end\n" + NONCE.encode() + b"\n/var/agent state\n")
-    assert "/var/agent state" not in "".join(batching.BOOTSTRAP_COMMAND)
+    assert "/var/agent state" not in "".join(protocol.BOOTSTRAP_COMMAND)
     with pytest.raises(StepRequestError):
-        batching.build_hello(NONCE, "relative/dir")
+        protocol.build_hello(NONCE, "relative/dir")
     with pytest.raises(StepRequestError):
-        batching.build_hello(NONCE, "/two\nlines")
+        protocol.build_hello(NONCE, "/two\nlines")
 
 
 def test_nonce_must_be_hex() -> None:
     with pytest.raises(StepRequestError):
-        batching.build_hello("not-hex; rm -rf /")
+        protocol.build_hello("not-hex; rm -rf /")
