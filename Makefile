@@ -42,7 +42,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check operator tests $(wildcard bench)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/shellcheck --shell=sh --severity=style operator/agentpool/steps/*.sh
+	$(BIN)/shellcheck --shell=sh --severity=style operator/agentpool/*.sh operator/agentpool/steps/*.sh
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -35,6 +35,7 @@ from agentpool.kube import client as kube
 from agentpool.kube.exec import ExecConnectError, ExecError, open_exec
 from agentpool.model import AgentPoolSpec, BuildStepSpec, SpecError
 from agentpool.steps.logs import LogUnavailable, read_step_log, step_dir_id
+from agentpool.steps.protocol import shell_program
 
 __all__ = [
     "FOLLOW_SCRIPT",
@@ -45,27 +46,8 @@ __all__ = [
     "lost_output",
 ]
 
-# $0 step directory id, $1 the operator's state dir (may be empty), $2 offset, $3 follow|once.
-# follow: waits for the step's output file, then copies it as it grows until `rc` is written or
-# the directory is removed (the operator forgets a step's files once its build moves on: the
-# open descriptor 4 still reads them). once: copies what is there now; no output file: exit 3.
-# `dd skip` moves the descriptor past what was already shown (a seek, nothing is read).
-FOLLOW_SCRIPT: Final = (
-    'd="${AGENTPOOL_STATE_DIR:-${1:-${TMPDIR:-/tmp}/.agentpool}}/$0"; o=$2; z=1; w=1\n'
-    "sleep 0.001 2>/dev/null && { z=0.2; w=0.02; }\n"
-    'while [ ! -f "$d/out" ]; do\n'
-    '  [ "$3" = once ] && exit 3\n'
-    '  sleep "$w"\n'
-    "done\n"
-    'exec 4<"$d/out" || exit 3\n'
-    '[ "$o" -gt 0 ] && dd bs=1 skip="$o" count=0 <&4 2>/dev/null\n'
-    "while :; do\n"
-    '  e=; { [ -s "$d/rc" ] || [ ! -d "$d" ]; } && e=1\n'
-    "  cat <&4\n"
-    '  if [ -n "$e" ] || [ "$3" = once ]; then exit 0; fi\n'
-    '  sleep "$z"\n'
-    "done\n"
-)
+# The script `agentpool logs` runs in the agent container: follow.sh (its arguments there).
+FOLLOW_SCRIPT: Final = shell_program("agentpool", "follow.sh")
 MISSING_EXIT: Final = 3
 POLL_SECONDS: Final = 0.5
 # A final step's output is copied within this long once its status says so (the script

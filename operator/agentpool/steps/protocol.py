@@ -55,8 +55,15 @@ BOOTSTRAP = 'p=;while IFS= read -r l;do [ "$l" = "#end" ]&&break;p="$p$l\n";done
 BOOTSTRAP_COMMAND: tuple[str, ...] = ("/bin/sh", "-c", BOOTSTRAP.replace("\\n", "\n"))
 
 
+def shell_program(package: str, name: str) -> str:
+    """A `.sh` file shipped in `package`, without its comment lines: they explain the code to
+    its readers, and need not travel to every agent in every session or exec URL."""
+    text = resources.files(package).joinpath(name).read_text(encoding="utf-8")
+    return "".join(line for line in text.splitlines(True) if not line.lstrip().startswith("#"))
+
+
 def _script(name: str) -> str:
-    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+    return shell_program(__name__.rpartition(".")[0], name)
 
 
 # The keeper (keeper.sh): started once per step, detached from the session. The driver

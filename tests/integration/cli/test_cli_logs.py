@@ -37,8 +37,10 @@ def operator_config(operator_config: Config) -> Config:
 
 
 async def run_long_step(api: ApiClient, until: Until, env: list[dict[str, str]]) -> None:
-    """A pool whose agent container has `env`, and a step printing far more than the tail."""
-    pool = pool_body("logs-pool", minIdle=1)
+    """A pool whose agent container has `env`, and a step printing far more than the tail.
+    The build keeps its session (and so its files on the agent) for the whole test: a build
+    that has moved on leaves only the status's tail, with a note (as in the state dir test)."""
+    pool = pool_body("logs-pool", minIdle=1, sessions={"linger": "10m"})
     (container,) = pool["spec"]["template"]["spec"]["containers"]
     container["env"] = env
     await create(api, pool)
