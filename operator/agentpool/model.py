@@ -206,6 +206,30 @@ class SessionsSpec:
         )
 
 
+class WorkspaceIsolation(enum.StrEnum):
+    """Whether builds that follow one another on an agent see each other's files."""
+
+    PER_BUILD = "PerBuild"
+    SHARED = "Shared"
+
+
+@dataclass(frozen=True)
+class WorkspaceSpec:
+    """Where a build's steps work on an agent (spec.workspace)."""
+
+    isolation: WorkspaceIsolation = WorkspaceIsolation.PER_BUILD
+
+    @classmethod
+    def from_body(cls, spec: Mapping[str, Any], path: str = "spec.workspace") -> WorkspaceSpec:
+        text = _string(spec, "isolation", path) or cls.isolation.value
+        try:
+            return cls(isolation=WorkspaceIsolation(text))
+        except ValueError:
+            raise SpecError(
+                f"{path}.isolation", f"{text!r} is not an isolation: use PerBuild or Shared"
+            ) from None
+
+
 @dataclass(frozen=True)
 class AgentPoolSpec:
     """An AgentPool's spec with every default applied; durations in seconds."""
@@ -222,6 +246,7 @@ class AgentPoolSpec:
     readiness: ReadinessSpec = ReadinessSpec()
     api_connections: ApiConnectionsSpec = ApiConnectionsSpec()
     sessions: SessionsSpec = SessionsSpec()
+    workspace: WorkspaceSpec = WorkspaceSpec()
     # spec.steps.ttlSecondsAfterFinished: the default retention of the pool's finished steps.
     step_ttl: int | None = None
 
@@ -268,6 +293,7 @@ class AgentPoolSpec:
             readiness=ReadinessSpec.from_body(_mapping(spec, "readiness", "spec")),
             api_connections=ApiConnectionsSpec.from_body(_mapping(spec, "apiConnections", "spec")),
             sessions=SessionsSpec.from_body(_mapping(spec, "sessions", "spec")),
+            workspace=WorkspaceSpec.from_body(_mapping(spec, "workspace", "spec")),
             step_ttl=_ttl(_mapping(spec, "steps", "spec"), "spec.steps"),
         )
 

@@ -279,6 +279,7 @@ def test_agentpool_defaults_are_the_issue_table() -> None:
             "detachAfter": "2s",
             "pollInterval": "2s",
         },
+        "workspace": {"isolation": "PerBuild"},
     }
 
 

@@ -152,6 +152,15 @@ while IFS=' ' read -r c a b t g l s; do
     fi;;
   forget)
     [ -n "$v" ] && read -r x 2>/dev/null <"$d/rc" && rm -rf "$d";;
+  clean)
+    # The agent's build workspaces ($S/.ws/<agent>/<build>): all but the one named `b` go.
+    # Names are checked like step ids, so nothing outside the agent's directory is touched.
+    case $b in -|''|.*|*[!A-Za-z0-9._-]*) b=-;; esac
+    if [ -n "$v" ] && [ -d "$S/.ws/$a" ]; then
+      for w in "$S/.ws/$a"/*; do
+        [ -e "$w" ] && [ "${w##*/}" != "$b" ] && rm -rf -- "$w"
+      done
+    fi;;
   bye) break;;
   quit) enq Q; wait "$P"; rm -rf "$Q"; exit 0;;
   *) enq E - badmsg;;

@@ -104,6 +104,10 @@ class StepRequest:
     env: Mapping[str, str] = field(default_factory=dict)
     working_dir: str | None = None
     timeout: int | None = None  # whole seconds; None or 0: no timeout
+    # The build's workspace, `<agent>/<build>` under the state dir's `.ws`: its `work` is the
+    # step's working directory (a relative working_dir is taken inside it), its `tmp` the
+    # step's TMPDIR. None: the container's own working directory, shared by every build.
+    workspace: str | None = None
     grace: int = DEFAULT_GRACE_SECONDS
 
 
@@ -118,6 +122,12 @@ def check_step_id(step_id: str) -> None:
         raise StepRequestError(f"invalid step id {step_id!r}")
 
 
+def check_workspace(workspace: str) -> None:
+    agent, _, build = workspace.partition("/")
+    if not (STEP_ID.fullmatch(agent) and STEP_ID.fullmatch(build)):
+        raise StepRequestError(f"invalid workspace {workspace!r}: want <agent>/<build>")
+
+
 def build_launcher(request: StepRequest) -> bytes:
     """The small sh program that sets cwd and env, then execs the step's shell on its script."""
     # A cancel or timeout that lands while the keeper forks the step finds no process group
@@ -128,6 +138,16 @@ def build_launcher(request: StepRequest) -> bytes:
     # The launcher holds env values: its name goes at once (sh keeps reading the open file),
     # so no env value of a step stays on the agent's disk while it runs or after.
     lines = ['rm -f "$1/launch"', '[ -e "$1/halt" ] && exit 143']
+    if request.workspace:
+        check_workspace(request.workspace)
+        # `$1` is the step's directory in the state dir: the workspace is its sibling's child.
+        lines.append(
+            f'w="${{1%/*}}/.ws/{request.workspace}"; '
+            '{ [ -d "$w/tmp" ] || mkdir -p -- "$w/work" "$w/tmp"; } && cd -- "$w/work" || '
+            '{ echo agentpool: cannot create or enter the build workspace "$w" >&2; '
+            'echo workdir >"$1/setup"; exit 126; }'
+        )
+        lines.append("TMPDIR=$w/tmp; export TMPDIR")
     # A setup failure is named in `setup` for the keeper (the step's reason), and explained
     # in the step's output; the exit code alone could be the script's own.
     if request.working_dir:
@@ -193,6 +213,14 @@ def build_forget(step_id: str) -> bytes:
     """Remove a finished step's files from the container (nothing happens while it runs)."""
     check_step_id(step_id)
     return f"forget {step_id}\n".encode()
+
+
+def build_clean(agent: str, keep: str | None = None) -> bytes:
+    """Remove the agent's build workspaces, all but `keep` (a build's workspace name)."""
+    check_step_id(agent)
+    if keep is not None:
+        check_step_id(keep)
+    return f"clean {agent} {keep or '-'}\n".encode()
 
 
 BYE = b"bye\n"

@@ -21,8 +21,8 @@ from typing import Any
 from agentpool.kube.backoff import Backoff, BackoffPolicy, is_throttled
 from agentpool.kube.exec import ExecError
 from agentpool.kube.quota import ApiQuota, QuotaTimeout
-from agentpool.model import AgentPoolSpec, StepPhase
-from agentpool.steps import handover
+from agentpool.model import AgentPoolSpec, StepPhase, WorkspaceIsolation
+from agentpool.steps import handover, workspaces
 from agentpool.steps.context import Lease, RunnerContext
 from agentpool.steps.handover import QuotaState
 from agentpool.steps.outcomes import Outcome, classify
@@ -384,13 +384,15 @@ class BuildRunner:
                 continue
             backoff.succeeded()
             if opened.steps == 0:
-                await self._forget_leftovers(pod, container, opened)
+                await self._forget_leftovers(pod, container, opened, spec)
             session = opened.session
             # Before the write: once any of the message may have left, the step may run.
             run.submitted = True
             run.agent, run.session = pod, session.nonce
             try:
-                handle = await session.submit(run.request(), offset=run.offset)
+                handle = await session.submit(
+                    run.request(self._workspace(spec, pod)), offset=run.offset
+                )
             except SessionLost as error:
                 await self._sessions.drop(pod, container)
                 failures = await self._exec_failed(
@@ -469,15 +471,30 @@ class BuildRunner:
                 await opened.session.forget(run.step_id)
         self._forgettable = []
 
-    async def _forget_leftovers(self, pod: str, container: str, opened: OpenSession) -> None:
+    async def _forget_leftovers(
+        self, pod: str, container: str, opened: OpenSession, spec: AgentPoolSpec
+    ) -> None:
         """A new session into `container`: first remove what earlier builds left there (the
-        driver handles messages in order, so before this build's first step)."""
+        driver handles messages in order, so before this build's first step): their step
+        files, and every workspace on the agent but this build's own. A build's workspace
+        stays while no other build has used the agent, since a build's later steps go back to
+        the agent its earlier ones ran on; this also removes what an operator restart or a
+        lost session left."""
         for run in self.ctx.leftovers.pop((pod, container), []):
             if not self.ctx.settled(run):
                 self.ctx.leave(pod, container, run)
                 continue
             with contextlib.suppress(SessionLost):
                 await opened.session.forget(run.step_id)
+        if spec.workspace.isolation is WorkspaceIsolation.PER_BUILD:
+            keep = workspaces.for_build(*self.queue.key)
+            with contextlib.suppress(SessionLost):
+                await opened.session.clean_workspaces(workspaces.for_agent(pod), keep)
+
+    def _workspace(self, spec: AgentPoolSpec, pod: str) -> str | None:
+        if spec.workspace.isolation is not WorkspaceIsolation.PER_BUILD:
+            return None
+        return workspaces.workspace(pod, *self.queue.key)
 
     async def _exec_failed(
         self,

@@ -86,7 +86,7 @@ class StepRun:
         """The step's directory in the container: one per attempt, so a retry really reruns."""
         return f"{self.uid}.{max(self.attempts, 1)}"
 
-    def request(self) -> StepRequest:
+    def request(self, workspace: str | None = None) -> StepRequest:
         return StepRequest(
             step_id=self.step_id,
             script=self.spec.script.encode(),
@@ -94,6 +94,7 @@ class StepRun:
             env={var.name: var.value for var in self.spec.env},
             working_dir=self.spec.working_dir,
             timeout=max(1, math.ceil(self.spec.timeout)),
+            workspace=workspace,
         )
 
     def add_output(self, data: bytes) -> None:

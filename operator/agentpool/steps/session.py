@@ -201,6 +201,10 @@ class Session:
         """Delete a finished step's files in the container once its result is recorded."""
         await self._send(protocol.build_forget(step_id))
 
+    async def clean_workspaces(self, agent: str, keep: str | None = None) -> None:
+        """Remove the build workspaces of `agent` in the container, all but `keep`'s."""
+        await self._send(protocol.build_clean(agent, keep))
+
     async def close(self) -> None:
         """Let watched steps finish, then end the driver (it exits 0). Bound it with
         `asyncio.timeout`: on cancellation the stream is dropped, steps keep running."""
