@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any
 
 from agentpool.kube.backoff import Backoff, BackoffPolicy, is_throttled
@@ -26,10 +27,11 @@ from agentpool.steps import handover
 from agentpool.steps.context import Lease, RunnerContext
 from agentpool.steps.handover import QuotaState
 from agentpool.steps.outcomes import Outcome, classify
-from agentpool.steps.runs import StepRun, now, rfc3339
+from agentpool.steps.runs import StepRun, now
 from agentpool.steps.scheduling import Action, BuildQueue, Failure, should_retry
 from agentpool.steps.session import SessionLost, StepNotStarted, StepRejected, StepResult
 from agentpool.steps.sessions import OpenSession, Sessions
+from agentpool.steps.step_status import REMOVED, StepStatus
 from agentpool.steps.waits import first_done, until_quota
 
 __all__ = ["BuildRunner"]
@@ -209,16 +211,8 @@ class BuildRunner:
         for name in self._pending_pool:
             run = self.steps.get(name)
             if run is not None and run.phase is StepPhase.PENDING:
-                self.ctx.write(
-                    run,
-                    {
-                        "phase": StepPhase.QUEUED.value,
-                        "reason": "Queued",
-                        "message": f"waiting for an agent of pool {self.pool} "
-                        f"(build {self.queue.key[1]})",
-                    },
-                    0.0,
-                )
+                message = f"waiting for an agent of pool {self.pool} (build {self.queue.key[1]})"
+                self.ctx.write(run, StepStatus.queued(message), 0.0)
         self._pending_pool.clear()  # deleted again later: say so again
 
     async def _wait_for_pool(self) -> None:
@@ -227,16 +221,12 @@ class BuildRunner:
             if run.name not in self._pending_pool:
                 self._pending_pool.add(run.name)
                 run.phase = StepPhase.PENDING  # a retried step writes Running again
-                self.ctx.write(
-                    run,
-                    {
-                        **(run.base_fields() if run.attempts else {}),
-                        "phase": StepPhase.PENDING.value,
-                        "reason": "PoolNotFound",
-                        "message": message,
-                    },
-                    0.0,
+                waiting = StepStatus(
+                    phase=StepPhase.PENDING, reason="PoolNotFound", message=message
                 )
+                if run.attempts:
+                    waiting = waiting.counted(run.attempts, run.generation)
+                self.ctx.write(run, waiting, 0.0)
         self.ctx.pools_changed.clear()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1.0):
@@ -550,14 +540,13 @@ class BuildRunner:
         that crashes before the step's Running write then still knows where to look
         (`_home_agent`), and the agent's start marker keeps the step from running twice.
         Later steps on the same agent need no such write: this one names the agent."""
-        self.ctx.write(
-            run, {**run.base_fields(), "agent": pod, "message": f"starting on agent {pod}"}, 0.0
-        )
+        placed = StepStatus(agent=pod, message=f"starting on agent {pod}")
+        self.ctx.write(run, placed.counted(run.attempts, run.generation), 0.0)
         # Before the session: a status write needs a quota slot that the session could hold.
         try:
             await self.ctx.written(run)
         except QuotaTimeout as error:
-            self.ctx.write(run, {"agent": None}, 0.0)  # it never got there
+            self.ctx.write(run, StepStatus(agent=REMOVED), 0.0)  # it never got there
             raise InfrastructureFailure(Failure.QUOTA_TIMEOUT, str(error)) from None
         run.placed_on = self._placed = pod
 
@@ -574,19 +563,8 @@ class BuildRunner:
         run.phase = StepPhase.RUNNING
         assert run.started_at is not None
         self.ctx.agents.notify(self.pool)
-        self.ctx.write(
-            run,
-            {
-                **run.base_fields(),
-                "phase": StepPhase.RUNNING.value,
-                "reason": "Started",
-                "message": f"running on agent {run.agent}",
-                "agent": run.agent,
-                "session": run.session,
-                "startedAt": rfc3339(run.started_at),
-            },
-            RUNNING_DELAY,
-        )
+        running = replace(StepStatus.running(run.agent, run.session), started_at=run.started_at)
+        self.ctx.write(run, running.counted(run.attempts, run.generation), RUNNING_DELAY)
 
     # --- agents -------------------------------------------------------------------------
 
@@ -652,8 +630,7 @@ class BuildRunner:
         run = self.steps.get(decision.step.name) if decision is not None else None
         if run is None or run.submitted or run.phase is not StepPhase.PENDING:
             return
-        fields = {"phase": StepPhase.QUEUED.value, "reason": "Queued", "message": message}
-        self.ctx.write(run, fields, QUEUED_DELAY)
+        self.ctx.write(run, StepStatus.queued(message), QUEUED_DELAY)
 
     def _agent_wait_message(self) -> str:
         spec = self.ctx.agents.pool_spec(self.pool)

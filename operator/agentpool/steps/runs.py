@@ -105,12 +105,6 @@ class StepRun:
     def log_tail(self) -> str:
         return bytes(self.tail).decode("utf-8", errors="replace")
 
-    def base_fields(self) -> dict[str, Any]:
-        fields: dict[str, Any] = {"attempts": self.attempts}
-        if self.generation is not None:
-            fields["observedGeneration"] = self.generation
-        return fields
-
     @classmethod
     def recovered_state(cls, status: Mapping[str, Any]) -> dict[str, Any]:
         """What a previous operator recorded, to resume a Running step where it was."""
