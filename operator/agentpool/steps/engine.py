@@ -31,10 +31,11 @@ from agentpool.steps.context import AgentSource, RunnerContext
 from agentpool.steps.outcomes import Outcome
 from agentpool.steps.retention import Retention, StepRef
 from agentpool.steps.runner import QUEUED_DELAY, BuildRunner
-from agentpool.steps.runs import StepRun, now, parse_time
+from agentpool.steps.runs import StepRun
 from agentpool.steps.scheduling import BuildQueue
 from agentpool.steps.status import Patcher, StatusWriter
 from agentpool.steps.step_status import StepStatus
+from agentpool.timestamps import now, parse_time
 
 __all__ = ["StepEngine"]
 

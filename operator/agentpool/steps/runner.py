@@ -27,12 +27,13 @@ from agentpool.steps import handover
 from agentpool.steps.context import Lease, RunnerContext
 from agentpool.steps.handover import QuotaState
 from agentpool.steps.outcomes import Outcome, classify
-from agentpool.steps.runs import StepRun, now
+from agentpool.steps.runs import StepRun
 from agentpool.steps.scheduling import Action, BuildQueue, Failure, should_retry
 from agentpool.steps.session import SessionLost, StepNotStarted, StepRejected, StepResult
 from agentpool.steps.sessions import OpenSession, Sessions
 from agentpool.steps.step_status import REMOVED, StepStatus
 from agentpool.steps.waits import first_done, until_quota
+from agentpool.timestamps import now
 
 __all__ = ["BuildRunner"]
 

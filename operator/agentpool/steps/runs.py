@@ -6,30 +6,13 @@ import asyncio
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from agentpool.model import BuildStepSpec, StepPhase
 from agentpool.steps.protocol import StepRequest
 from agentpool.steps.scheduling import QueuedStep
-
-
-def rfc3339(moment: datetime) -> str:
-    """RFC 3339 in UTC with microseconds, so that dispatch latency can be measured."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_time(text: object) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
+from agentpool.timestamps import parse_time
 
 
 @dataclass(eq=False)

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from agentpool.model import StepPhase
-from agentpool.steps.runs import rfc3339
+from agentpool.timestamps import rfc3339
 
 __all__ = ["REMOVED", "Removed", "StepStatus"]
 
