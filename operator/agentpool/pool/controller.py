@@ -49,7 +49,7 @@ from agentpool.model import (
 from agentpool.pool import assignment, manifest, readiness, scaling
 from agentpool.pool.agents import AgentRecord, PodView
 from agentpool.pool.lease import AgentLease, LeaseTimeout, PoolGone
-from agentpool.pool.publisher import StatusWriter
+from agentpool.pool.publisher import PoolStatusPublisher
 from agentpool.pool.readiness import AgentState
 from agentpool.pool.settings import ControllerSettings
 from agentpool.pool.status import creation_failures, launch_failures, with_conditions
@@ -146,7 +146,7 @@ class PoolController:
         self._lists = FailureSeries(policy, report_every=every)
         self._passes = FailureSeries(policy, report_every=every)
         self._status_writes = FailureSeries(policy, report_every=every)
-        self._writer = StatusWriter(
+        self._publisher = PoolStatusPublisher(
             key,
             self._write_status,
             settings.status_interval,
@@ -223,7 +223,7 @@ class PoolController:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._writer.close()
+        await self._publisher.close()
 
     async def _run(self) -> None:
         while not self._stopped:
@@ -801,8 +801,8 @@ class PoolController:
     def _submit(
         self, status: dict[str, Any], conditions: tuple[Condition, ...], now: datetime
     ) -> None:
-        latest = self._writer.latest or self.body.get("status") or {}
-        self._writer.submit(with_conditions(status, conditions, latest, self.generation, now))
+        latest = self._publisher.latest or self.body.get("status") or {}
+        self._publisher.submit(with_conditions(status, conditions, latest, self.generation, now))
 
     def _next_wake(
         self, plan: scaling.ScalingPlan, api_status: ApiConnectionsStatus, now: datetime

@@ -4,7 +4,7 @@
 restart Running steps are resumed from the agent and offset in their status, and Queued or
 Pending ones are scheduled). Bad input fails the step with a clear reason and an Event; a step
 of a pool that does not exist yet waits as Pending/PoolNotFound. Status goes through the
-`StatusWriter`; runners do the work (see `runner`).
+`StepStatusWriter`; runners do the work (see `runner`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from agentpool.steps.retention import Retention, StepRef
 from agentpool.steps.runner import QUEUED_DELAY, BuildRunner
 from agentpool.steps.runs import StepRun
 from agentpool.steps.scheduling import BuildQueue
-from agentpool.steps.status import Patcher, StatusWriter
+from agentpool.steps.status import Patcher, StepStatusWriter
 from agentpool.steps.step_status import StepStatus
 from agentpool.timestamps import now, parse_time
 
@@ -88,7 +88,7 @@ class StepEngine:
             if api is None:
                 raise ValueError("StepEngine needs an ApiClient or a patch function")
             patch = self._patch_status
-        self.writer = StatusWriter(patch, agents.quota)
+        self.writer = StepStatusWriter(patch, agents.quota)
         self.context = RunnerContext(
             exec_api=exec_api,
             agents=agents,
