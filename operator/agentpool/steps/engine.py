@@ -31,7 +31,7 @@ from agentpool.steps.context import AgentSource, RunnerContext
 from agentpool.steps.outcomes import Outcome
 from agentpool.steps.retention import Retention, StepRef
 from agentpool.steps.runner import QUEUED_DELAY, BuildRunner
-from agentpool.steps.runs import StepRun
+from agentpool.steps.runs import Attempt, StepRun
 from agentpool.steps.scheduling import BuildQueue
 from agentpool.steps.status import Patcher, StepStatusWriter
 from agentpool.steps.step_status import StepStatus
@@ -197,8 +197,7 @@ class StepEngine:
         if phase is StepPhase.RUNNING:
             for field_name, value in StepRun.recovered_state(status).items():
                 setattr(run, field_name, value)
-            if run.recovered_agent is not None:
-                run.submitted = True  # it may be running: resume, never start again
+            if run.attempt is Attempt.RECOVERED:  # it may be running: resume, never start again
                 tail = status.get("logTail")
                 if isinstance(tail, str):
                     run.add_output(tail.encode())
@@ -208,7 +207,7 @@ class StepEngine:
                 run.attempts = max(0, int(status["attempts"]))
             agent = status.get("agent")
             if isinstance(agent, str) and agent:
-                run.placed_on = agent  # sent there, maybe, before a crash: go there again
+                run.home = agent  # sent there, maybe, before a crash: go there again
         self._index[(namespace, name)] = (uid, key)
         runner = self._runner(key, queue, pool)
         runner.add(run)
@@ -247,8 +246,8 @@ class StepEngine:
             phase=outcome.phase,
             reason=outcome.reason,
             message=outcome.message,
-            agent=run.agent,
-            session=run.session if run.agent is not None else None,
+            agent=run.sent_to.agent if run.sent_to is not None else None,
+            session=run.sent_to.session if run.sent_to is not None else None,
             exit_code=outcome.exit_code,
             started_at=run.started_at,
             finished_at=now(),
@@ -446,10 +445,10 @@ class StepEngine:
         """Record where a step that may be running lives, for the next operator to resume
         it there: a Running status not written yet (it is delayed to coalesce with the final
         one) would make the next operator start it again, maybe on another agent."""
-        if not run.submitted or run.agent is None:
+        if not run.submitted or run.sent_to is None:
             return
         status = replace(
-            StepStatus.running(run.agent, run.session),
+            StepStatus.running(run.sent_to),
             started_at=run.started_at,
             log_bytes=run.offset,
             log_tail=run.log_tail(),

@@ -27,7 +27,7 @@ from agentpool.steps import handover
 from agentpool.steps.context import Lease, RunnerContext
 from agentpool.steps.handover import QuotaState
 from agentpool.steps.outcomes import Outcome, classify
-from agentpool.steps.runs import StepRun
+from agentpool.steps.runs import AgentRef, Attempt, StepRun
 from agentpool.steps.scheduling import Action, BuildQueue, Failure, should_retry
 from agentpool.steps.session import SessionLost, StepNotStarted, StepRejected, StepResult
 from agentpool.steps.sessions import OpenSession, Sessions
@@ -160,7 +160,7 @@ class BuildRunner:
                         f"{', '.join(spec.container_names)}); set spec.container to one of them",
                     )
                     continue
-                if not run.submitted and run.recovered_agent is None:
+                if run.attempt is Attempt.WAITING:
                     # Steps of the build keep arriving while it waits for an agent or gathers
                     # a batch (the initial listing even comes sorted by name): decide again.
                     if self.lease is None and not tried_lease:
@@ -310,7 +310,7 @@ class BuildRunner:
                         failure,
                     )
                     self.ctx.event(run, f"Retry{failure.failure.value}", str(failure))
-                    self._next_attempt(run)
+                    run.next_attempt()
                     if self.ctx.agents.pool_spec(self.pool) is None:
                         # Without this the retry would wait for the pool inside acquire,
                         # its status still saying Running on an agent that is gone.
@@ -322,18 +322,10 @@ class BuildRunner:
             if outcome is None:  # the keeper vanished: nothing recoverable
                 message = "the step's process vanished without an exit status"
                 if should_retry(Failure.SESSION_LOST, run.attempts, run.spec.retries):
-                    self._next_attempt(run)
+                    run.next_attempt()
                     continue
                 return Outcome(StepPhase.FAILED, Failure.SESSION_LOST.value, message)
             return outcome
-
-    def _next_attempt(self, run: StepRun) -> None:
-        run.attempts += 1
-        run.submitted = False
-        run.offset = 0
-        run.tail.clear()
-        run.recovered_agent = None
-        run.running_since = None
 
     async def _attempt(self, run: StepRun, container: str, spec: AgentPoolSpec) -> StepResult:
         """Run (or resume) the current attempt until its result; raise InfrastructureFailure."""
@@ -378,8 +370,7 @@ class BuildRunner:
                 await self._forget_leftovers(pod, container, opened)
             session = opened.session
             # Before the write: once any of the message may have left, the step may run.
-            run.submitted = True
-            run.agent, run.session = pod, session.nonce
+            run.sent(AgentRef(pod, session.nonce))
             try:
                 handle = await session.submit(run.request(), offset=run.offset)
             except SessionLost as error:
@@ -549,7 +540,7 @@ class BuildRunner:
         except QuotaTimeout as error:
             self.ctx.write(run, StepStatus(agent=REMOVED), 0.0)  # it never got there
             raise InfrastructureFailure(Failure.QUOTA_TIMEOUT, str(error)) from None
-        run.placed_on = self._placed = pod
+        run.home = self._placed = pod
 
     def _started(self, run: StepRun) -> None:
         if run.started_at is not None and run.phase is StepPhase.RUNNING:
@@ -564,7 +555,8 @@ class BuildRunner:
         run.phase = StepPhase.RUNNING
         assert run.started_at is not None
         self.ctx.agents.notify(self.pool)
-        running = replace(StepStatus.running(run.agent, run.session), started_at=run.started_at)
+        assert run.sent_to is not None  # started: it was sent
+        running = replace(StepStatus.running(run.sent_to), started_at=run.started_at)
         self.ctx.write(run, running.counted(run.attempts, run.generation), RUNNING_DELAY)
 
     # --- agents -------------------------------------------------------------------------
@@ -591,8 +583,8 @@ class BuildRunner:
             if run.recovered_agent is not None:
                 return run.recovered_agent
         for run in self.steps.values():
-            if run.placed_on is not None:
-                return run.placed_on
+            if run.home is not None:
+                return run.home
         return self.queue.agent
 
     async def _ensure_lease(self, within: float | None = None) -> Lease:

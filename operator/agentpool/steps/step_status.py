@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from agentpool.model import StepPhase
+from agentpool.steps.runs import AgentRef
 from agentpool.timestamps import rfc3339
 
 __all__ = ["REMOVED", "Removed", "StepStatus"]
@@ -49,14 +50,13 @@ class StepStatus:
         return cls(phase=StepPhase.QUEUED, reason="Queued", message=message)
 
     @classmethod
-    def running(cls, agent: str | None, session: str | None) -> StepStatus:
-        # `agent` is None only for a run that never reached one: callers check first.
+    def running(cls, on: AgentRef) -> StepStatus:
         return cls(
             phase=StepPhase.RUNNING,
             reason="Started",
-            message=f"running on agent {agent}",
-            agent=agent,
-            session=session,
+            message=f"running on agent {on.agent}",
+            agent=on.agent,
+            session=on.session,
         )
 
     def counted(self, attempts: int, generation: int | None) -> StepStatus:

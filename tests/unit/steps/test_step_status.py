@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from agentpool.model import StepPhase
+from agentpool.steps.runs import AgentRef
 from agentpool.steps.step_status import REMOVED, StepStatus
 
 T0 = datetime(2026, 11, 24, 10, 0, 0, 123456, tzinfo=UTC)
@@ -59,7 +60,7 @@ def test_queued_and_running_say_why() -> None:
         "reason": "Queued",
         "message": "waiting for a free agent",
     }
-    assert StepStatus.running("pod-a", "n1").patch() == {
+    assert StepStatus.running(AgentRef("pod-a", "n1")).patch() == {
         "phase": "Running",
         "reason": "Started",
         "message": "running on agent pod-a",
