@@ -11,12 +11,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import yaml
 
 from agentpool.model import BuildStepSpec, SpecError, StepPhase, format_duration
+from agentpool.timestamps import format_time, parse_time
 
 __all__ = [
     "API_VERSION",
@@ -344,15 +345,6 @@ class BuildRow:
     duration: str
 
 
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def build_phase(steps: Sequence[StepView]) -> str:
     """One word for a build: Failed/Cancelled/Succeeded once every step is final, Running
     once one started, else Queued or Pending."""
@@ -398,9 +390,7 @@ def build_rows(steps: Iterable[StepView], now: datetime) -> list[BuildRow]:
                     done=sum(1 for s in members if s.is_final),
                     total=len(members),
                     agent=ran[-1].agent or "" if ran else "",
-                    started=started.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-                    if started
-                    else "",
+                    started=format_time(started) if started else "",
                     duration=duration,
                 ),
             )

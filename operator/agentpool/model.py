@@ -12,8 +12,10 @@ import enum
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from agentpool.timestamps import format_time
 
 GROUP = "agentpool.dev"
 VERSION = "v1alpha1"
@@ -485,11 +487,6 @@ class ConditionStatus(enum.StrEnum):
     TRUE = "True"
     FALSE = "False"
     UNKNOWN = "Unknown"
-
-
-def format_time(moment: datetime) -> str:
-    """RFC 3339 in UTC with seconds, as Kubernetes writes metav1.Time."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ import secrets
 import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -40,6 +39,7 @@ from agentpool.builds import (
 from agentpool.follow import FollowError, StepFollower, api_failure
 from agentpool.kube import client as kube
 from agentpool.progress import Progress
+from agentpool.timestamps import now
 
 __all__ = [
     "BuildNotFound",
@@ -388,7 +388,7 @@ async def build_table(clients: kube.KubeClients, namespace: str) -> str | None:
     steps = await list_steps(clients, namespace)
     if not steps:
         return None
-    return format_rows(build_rows(steps, datetime.now(UTC)))
+    return format_rows(build_rows(steps, now()))
 
 
 # --- re-running ---------------------------------------------------------------------------

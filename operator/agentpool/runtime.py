@@ -12,12 +12,11 @@ import asyncio
 import functools
 import threading
 from concurrent.futures import Future as ThreadFuture
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import kopf
 
-from agentpool import handlers
+from agentpool import handlers, timestamps
 from agentpool.config import Config
 from agentpool.kube import client as kube
 from agentpool.kube.events import EventRecorder
@@ -114,7 +113,7 @@ class Runtime:
 
     def debug_connections(self) -> dict[str, Any]:
         """Per pool: quota limit, running and queued connections, agents, steps."""
-        now = datetime.now(UTC)
+        now = timestamps.now()
         agents = self.pools.describe()
         pools = []
         for entry in self.quotas.describe(now):
@@ -131,7 +130,7 @@ class Runtime:
                     "steps": steps,
                 }
             )
-        return {"time": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "pools": pools}
+        return {"time": timestamps.format_time(now), "pools": pools}
 
     async def close(self) -> None:
         if self.steps is not None:

@@ -26,13 +26,14 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
 from kubernetes_asyncio.client import ApiClient, CoreV1Api
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from agentpool.kube.quota import ApiQuota
+from agentpool.timestamps import format_time, now
 
 __all__ = [
     "NORMAL",
@@ -98,10 +99,6 @@ class ObjectRef:
         if self.uid:
             body["uid"] = self.uid
         return body
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _clip(message: str) -> str:
@@ -272,8 +269,8 @@ def event_body(
         "source": {"component": component},
         "reportingComponent": component,
         "reportingInstance": component,
-        "firstTimestamp": _stamp(first or now),
-        "lastTimestamp": _stamp(now),
+        "firstTimestamp": format_time(first or now),
+        "lastTimestamp": format_time(now),
         "count": count,
     }
 
@@ -282,7 +279,7 @@ def repeat_patch(write: Write) -> dict[str, Any]:
     """The merge patch that brings an existing Event up to `write`."""
     return {
         "count": write.count,
-        "lastTimestamp": _stamp(write.last),
+        "lastTimestamp": format_time(write.last),
         "message": _clip(write.message),
     }
 
@@ -319,7 +316,7 @@ class EventRecorder:
     ) -> None:
         """Write an Event about `ref` eventually; never blocks, never raises."""
         key = EventKey(ref, type_, reason, message)
-        write = self._correlator.observe(key, datetime.now(UTC))
+        write = self._correlator.observe(key, now())
         if write is None:
             self.coalesced += 1
             return

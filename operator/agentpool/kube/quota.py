@@ -27,10 +27,11 @@ import collections
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from agentpool.metrics import METRICS, Catalogue
+from agentpool.timestamps import now
 
 __all__ = [
     "ApiQuota",
@@ -39,10 +40,6 @@ __all__ = [
     "QuotaTimeout",
     "Waiter",
 ]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _seconds(delta: timedelta) -> float:
@@ -113,7 +110,7 @@ class ApiQuota:
         *,
         queue_timeout: float | None = 30.0,
         metrics: Catalogue = METRICS,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = now,
     ) -> None:
         self.pool = pool
         self._metrics = metrics

@@ -24,12 +24,13 @@ import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from agentpool import timestamps
 from agentpool.kube import client as kube
 from agentpool.kube.backoff import (
     Backoff,
@@ -48,10 +49,11 @@ from agentpool.model import (
 from agentpool.pool import assignment, manifest, readiness, scaling
 from agentpool.pool.agents import AgentRecord, PodView
 from agentpool.pool.lease import AgentLease, LeaseTimeout, PoolGone
-from agentpool.pool.publisher import StatusWriter
+from agentpool.pool.publisher import PoolStatusPublisher
 from agentpool.pool.readiness import AgentState
 from agentpool.pool.settings import ControllerSettings
 from agentpool.pool.status import creation_failures, launch_failures, with_conditions
+from agentpool.timestamps import parse_time
 
 __all__ = ["PoolController"]
 
@@ -69,20 +71,6 @@ _AGENT_STATES = ("starting", "idle", "busy", "failed")
 # Used while a spec cannot be parsed: the status must still be written through a quota.
 _FALLBACK_LIMIT = 32
 _FALLBACK_QUEUE_TIMEOUT = 30.0
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _earliest(*moments: datetime | None) -> datetime | None:
@@ -158,7 +146,7 @@ class PoolController:
         self._lists = FailureSeries(policy, report_every=every)
         self._passes = FailureSeries(policy, report_every=every)
         self._status_writes = FailureSeries(policy, report_every=every)
-        self._writer = StatusWriter(
+        self._publisher = PoolStatusPublisher(
             key,
             self._write_status,
             settings.status_interval,
@@ -201,9 +189,9 @@ class PoolController:
             return
         name = str((pod.get("metadata") or {}).get("name", ""))
         changed = (
-            self.view.forget(name, _now(), pod)
+            self.view.forget(name, timestamps.now(), pod)
             if event_type == "DELETED"
-            else self.view.observe(pod, _now())
+            else self.view.observe(pod, timestamps.now())
         )
         if changed:
             self.wake()
@@ -235,7 +223,7 @@ class PoolController:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._writer.close()
+        await self._publisher.close()
 
     async def _run(self) -> None:
         while not self._stopped:
@@ -255,10 +243,10 @@ class PoolController:
                     self._report_failure(
                         "reconciling the pool", self._passes, report, exc_info=report.first
                     )
-                next_at = _now()  # the loop's next turn waits for the back-off
+                next_at = timestamps.now()  # the loop's next turn waits for the back-off
             else:
                 self._recovered("reconciling the pool", self._passes)
-            timeout = None if next_at is None else (next_at - _now()).total_seconds()
+            timeout = None if next_at is None else (next_at - timestamps.now()).total_seconds()
             if timeout is not None and timeout <= 0:
                 continue
             with contextlib.suppress(TimeoutError):
@@ -277,7 +265,7 @@ class PoolController:
         """Wait (FIFO) for a started idle agent and lease it to `build_key`; `prefer` names
         the agent the build ran on before, kept for it while alive (`assignment`)."""
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(build_key, _now(), loop.create_future(), prefer)
+        waiter = _Waiter(build_key, timestamps.now(), loop.create_future(), prefer)
         self._waiters.append(waiter)
         self.wake()
         try:
@@ -306,7 +294,7 @@ class PoolController:
         record = self.records.get(lease.pod_name)
         if record is None or record.lease is not lease:
             return
-        now = _now()
+        now = timestamps.now()
         record.lease = None
         record.builds_run += 1
         record.idle_since = now
@@ -327,7 +315,7 @@ class PoolController:
         self.wake()
 
     def _lease_timeout_message(self, build_key: str, timeout: float) -> str:
-        counts = scaling.count_agents(self._agents(_now()))
+        counts = scaling.count_agents(self._agents(timestamps.now()))
         text = (
             f"no agent of pool {self.key} became free for build {build_key} within "
             f"{timeout:g}s: {counts.idle} idle, {counts.busy} busy, {counts.starting} starting"
@@ -392,7 +380,7 @@ class PoolController:
     # --- the reconcile pass --------------------------------------------------------------
 
     async def _reconcile(self) -> datetime | None:
-        now = _now()
+        now = timestamps.now()
         if self.spec is None:
             self._report_invalid(now)
             return None
@@ -410,7 +398,7 @@ class PoolController:
                     self._report_failure("listing agent pods", self._lists, report)
             else:
                 self._recovered("listing agent pods", self._lists)
-            now = _now()
+            now = timestamps.now()
         if self._synced_at is None:
             # Without a first list, agents of an earlier operator may be missing from the
             # view: planning now could create their duplicates.
@@ -430,7 +418,7 @@ class PoolController:
 
     async def _sync(self) -> None:
         """List the pool's pods: the view after a start, a restart, or a missed deletion."""
-        started = _now()
+        started = timestamps.now()
         selector = manifest.agent_selector(self.name)
         async with self.quota.slot("list", f"pods/{self.namespace}?{selector}"):
             pods = await kube.list_pods(self.api, self.namespace, selector)
@@ -520,7 +508,7 @@ class PoolController:
         status: readiness.AgentStatus,
         now: datetime,
     ) -> None:
-        created = _parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
+        created = parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
         seconds = max(0.0, (now - (created or record.first_seen)).total_seconds())
         self._metrics.agent_launches.labels(pool=self.key, result="ready").inc()
         self._metrics.agent_startup_seconds.labels(pool=self.key).observe(seconds)
@@ -580,7 +568,7 @@ class PoolController:
                 scaling.Agent(
                     name=name,
                     state=state,
-                    created=_parse_time(meta.get("creationTimestamp")) or record.first_seen,
+                    created=parse_time(meta.get("creationTimestamp")) or record.first_seen,
                     busy=record.busy,
                     idle_since=record.idle_since,
                     template_hash=(meta.get("labels") or {}).get(manifest.TEMPLATE_HASH_LABEL),
@@ -660,7 +648,7 @@ class PoolController:
         else:
             self._recovered("creating agent pods", self._creates)
             name = pod["metadata"]["name"]
-            self.view.observe(pod, _now())
+            self.view.observe(pod, timestamps.now())
             self._event(NORMAL, "AgentLaunched", f"created agent pod {name}: {why}")
         finally:
             self.pending_creations -= 1
@@ -813,8 +801,8 @@ class PoolController:
     def _submit(
         self, status: dict[str, Any], conditions: tuple[Condition, ...], now: datetime
     ) -> None:
-        latest = self._writer.latest or self.body.get("status") or {}
-        self._writer.submit(with_conditions(status, conditions, latest, self.generation, now))
+        latest = self._publisher.latest or self.body.get("status") or {}
+        self._publisher.submit(with_conditions(status, conditions, latest, self.generation, now))
 
     def _next_wake(
         self, plan: scaling.ScalingPlan, api_status: ApiConnectionsStatus, now: datetime
@@ -835,11 +823,11 @@ class PoolController:
                 continue
             if status.state is AgentState.STARTING:
                 pod = self.view.get(name) or {}
-                created = _parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
+                created = parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
                 base = created or record.first_seen
                 moments.append(base + timedelta(seconds=spec.startup_timeout, milliseconds=10))
                 if status.reason in readiness.PULL_WAITING_REASONS:
-                    started = _parse_time((pod.get("status") or {}).get("startTime")) or base
+                    started = parse_time((pod.get("status") or {}).get("startTime")) or base
                     grace = timedelta(seconds=s.image_pull_grace, milliseconds=10)
                     moments.append(started + grace)
             if status.reason == "NodeUnreachable":
@@ -856,7 +844,7 @@ class PoolController:
 
     def describe(self) -> dict[str, Any]:
         """Agents by state, for /debug/connections."""
-        counts = scaling.count_agents(self._agents(_now())) if self.spec else None
+        counts = scaling.count_agents(self._agents(timestamps.now())) if self.spec else None
         return {
             "pool": self.key,
             "agents": counts.to_body() if counts else None,

@@ -17,7 +17,7 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-__all__ = ["FailureHook", "StatusWrite", "StatusWriter"]
+__all__ = ["FailureHook", "PoolStatusPublisher", "StatusWrite"]
 
 _log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ StatusWrite = Callable[[dict[str, Any]], Awaitable[None]]
 FailureHook = Callable[[BaseException], float]
 
 
-class StatusWriter:
+class PoolStatusPublisher:
     """Writes the latest status of one pool, coalesced, only when it changed."""
 
     def __init__(

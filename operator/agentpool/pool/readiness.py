@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from agentpool.timestamps import parse_time
+
 # Waiting reasons that no amount of waiting fixes.
 FATAL_WAITING_REASONS = frozenset(
     {"CrashLoopBackOff", "InvalidImageName", "CreateContainerConfigError", "ErrImageNeverPull"}
@@ -127,7 +129,7 @@ def classify(
     pull = _first_waiting(ordered, statuses, init_statuses, PULL_WAITING_REASONS)
     if pull is not None:
         name, reason, message = pull
-        pull_start = _timestamp(status.get("startTime")) or _timestamp(
+        pull_start = parse_time(status.get("startTime")) or parse_time(
             meta.get("creationTimestamp")
         )
         waited = _seconds_since(pull_start, now)
@@ -140,7 +142,7 @@ def classify(
                 f"{image_pull_grace:g}s)",
             )
         waiting_on = f"image pull of container {name} ({reason})"
-        if _seconds_since(_timestamp(meta.get("creationTimestamp")), now) >= startup_timeout:
+        if _seconds_since(parse_time(meta.get("creationTimestamp")), now) >= startup_timeout:
             # A grace longer than the startup timeout must not keep a pod forever.
             return AgentStatus(
                 AgentState.FAILED,
@@ -185,7 +187,7 @@ def classify(
         init_statuses=init_statuses,
         status=status,
     )
-    started_clock = _timestamp(meta.get("creationTimestamp"))
+    started_clock = parse_time(meta.get("creationTimestamp"))
     if not not_running:
         started_clock = _later(started_clock, _condition_time(status, "ContainersReady"))
     waited = _seconds_since(started_clock, now)
@@ -229,7 +231,7 @@ def _unknown(
     ready = _condition(status, "Ready")
     since = None
     if ready is not None and ready.get("status") != "True":
-        since = _timestamp(ready.get("lastTransitionTime"))
+        since = parse_time(ready.get("lastTransitionTime"))
     if since is not None and _seconds_since(since, now) >= grace:
         return AgentStatus(
             AgentState.LOST,
@@ -377,19 +379,7 @@ def _condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None
 
 def _condition_time(status: Mapping[str, Any], kind: str) -> datetime | None:
     condition = _condition(status, kind)
-    return _timestamp(condition.get("lastTransitionTime")) if condition else None
-
-
-def _timestamp(value: object) -> datetime | None:
-    """RFC 3339 as the API server writes it (or a datetime from a typed client)."""
-    if isinstance(value, datetime):
-        return _aware(value)
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return _aware(datetime.fromisoformat(value.replace("Z", "+00:00")))
-    except ValueError:
-        return None
+    return parse_time(condition.get("lastTransitionTime")) if condition else None
 
 
 def _aware(moment: datetime) -> datetime:

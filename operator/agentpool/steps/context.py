@@ -13,6 +13,7 @@ from agentpool.metrics import Catalogue
 from agentpool.model import AgentPoolSpec
 from agentpool.steps.outcomes import Outcome
 from agentpool.steps.runs import StepRun
+from agentpool.steps.step_status import StepStatus
 
 __all__ = ["AgentSource", "Lease", "Preference", "RunnerContext"]
 
@@ -68,7 +69,7 @@ class RunnerContext:
 
     exec_api: ExecApiClient | None
     agents: AgentSource
-    write: Callable[[StepRun, dict[str, Any], float], None]  # (run, status fields, delay)
+    write: Callable[[StepRun, StepStatus, float], None]  # (run, status update, delay)
     finished: Callable[[StepRun, Outcome], None]
     metrics: Catalogue
     batching: bool = True

@@ -4,7 +4,7 @@
 restart Running steps are resumed from the agent and offset in their status, and Queued or
 Pending ones are scheduled). Bad input fails the step with a clear reason and an Event; a step
 of a pool that does not exist yet waits as Pending/PoolNotFound. Status goes through the
-`StatusWriter`; runners do the work (see `runner`).
+`StepStatusWriter`; runners do the work (see `runner`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import collections
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -30,9 +31,11 @@ from agentpool.steps.context import AgentSource, RunnerContext
 from agentpool.steps.outcomes import Outcome
 from agentpool.steps.retention import Retention, StepRef
 from agentpool.steps.runner import QUEUED_DELAY, BuildRunner
-from agentpool.steps.runs import StepRun, now, parse_time, rfc3339
+from agentpool.steps.runs import Attempt, StepRun
 from agentpool.steps.scheduling import BuildQueue
-from agentpool.steps.status import Patcher, StatusWriter
+from agentpool.steps.status import Patcher, StepStatusWriter
+from agentpool.steps.step_status import StepStatus
+from agentpool.timestamps import now, parse_time
 
 __all__ = ["StepEngine"]
 
@@ -85,7 +88,7 @@ class StepEngine:
             if api is None:
                 raise ValueError("StepEngine needs an ApiClient or a patch function")
             patch = self._patch_status
-        self.writer = StatusWriter(patch, agents.quota)
+        self.writer = StepStatusWriter(patch, agents.quota)
         self.context = RunnerContext(
             exec_api=exec_api,
             agents=agents,
@@ -194,8 +197,7 @@ class StepEngine:
         if phase is StepPhase.RUNNING:
             for field_name, value in StepRun.recovered_state(status).items():
                 setattr(run, field_name, value)
-            if run.recovered_agent is not None:
-                run.submitted = True  # it may be running: resume, never start again
+            if run.attempt is Attempt.RECOVERED:  # it may be running: resume, never start again
                 tail = status.get("logTail")
                 if isinstance(tail, str):
                     run.add_output(tail.encode())
@@ -205,7 +207,7 @@ class StepEngine:
                 run.attempts = max(0, int(status["attempts"]))
             agent = status.get("agent")
             if isinstance(agent, str) and agent:
-                run.placed_on = agent  # sent there, maybe, before a crash: go there again
+                run.home = agent  # sent there, maybe, before a crash: go there again
         self._index[(namespace, name)] = (uid, key)
         runner = self._runner(key, queue, pool)
         runner.add(run)
@@ -218,16 +220,9 @@ class StepEngine:
         # write each would double the API requests of a queued build (the final phase is one
         # request per step already). A write not yet sent merges into the step's next one.
         if phase is not StepPhase.RUNNING and head is not None and head.step.name == name:
-            self._write(
-                run,
-                {
-                    "phase": StepPhase.QUEUED.value,
-                    "reason": "Queued",
-                    "message": f"waiting for an agent of pool {pool} (build {spec.build})",
-                    **({} if run.generation is None else {"observedGeneration": run.generation}),
-                },
-                QUEUED_DELAY,
-            )
+            message = f"waiting for an agent of pool {pool} (build {spec.build})"
+            queued = replace(StepStatus.queued(message), observed_generation=run.generation)
+            self._write(run, queued, QUEUED_DELAY)
 
     def pool_changed(self, pool: str) -> None:
         """An AgentPool appeared or changed: steps waiting for it look again, and finished
@@ -237,31 +232,28 @@ class StepEngine:
 
     # --- status out ---------------------------------------------------------------------
 
-    def _write(self, run: StepRun, fields: dict[str, Any], delay: float) -> None:
-        if run.deleted.is_set() and fields.get("phase") != StepPhase.CANCELLED.value:
+    def _write(self, run: StepRun, status: StepStatus, delay: float) -> None:
+        if run.deleted.is_set() and status.phase is not StepPhase.CANCELLED:
             return
-        self.writer.update(run.namespace, run.name, run.pool, fields, delay=delay)
+        self.writer.update(run.namespace, run.name, run.pool, status.patch(), delay=delay)
 
     def _finished(self, run: StepRun, outcome: Outcome) -> None:
         run.phase = outcome.phase
         self._index.pop((run.namespace, run.name), None)
         self._remember(run.uid)
         self._metrics.steps.labels(pool=run.pool, phase=outcome.phase.value).inc()
-        fields: dict[str, Any] = {
-            **run.base_fields(),
-            "phase": outcome.phase.value,
-            "reason": outcome.reason,
-            "message": outcome.message,
-            "finishedAt": rfc3339(now()),
-            "logBytes": run.offset,
-            "logTail": run.log_tail(),
-        }
-        if outcome.exit_code is not None:
-            fields["exitCode"] = outcome.exit_code
-        if run.agent is not None:
-            fields.update(agent=run.agent, session=run.session)
-        if run.started_at is not None:
-            fields["startedAt"] = rfc3339(run.started_at)
+        status = StepStatus(
+            phase=outcome.phase,
+            reason=outcome.reason,
+            message=outcome.message,
+            agent=run.sent_to.agent if run.sent_to is not None else None,
+            session=run.sent_to.session if run.sent_to is not None else None,
+            exit_code=outcome.exit_code,
+            started_at=run.started_at,
+            finished_at=now(),
+            log_bytes=run.offset,
+            log_tail=run.log_tail(),
+        ).counted(run.attempts, run.generation)
         if outcome.phase is StepPhase.FAILED:
             # Every failed step, script failures included; no Events for routine phases,
             # which would double the API writes per step.
@@ -270,7 +262,7 @@ class StepEngine:
             # A status write would only answer 404.
             self.writer.forget(run.namespace, run.name)
         else:
-            self.writer.update(run.namespace, run.name, run.pool, fields, delay=0.0)
+            self.writer.update(run.namespace, run.name, run.pool, status.patch(), delay=0.0)
             self._retain((run.namespace, run.name, run.uid, run.pool), run.spec.ttl, None)
         self.agents.notify(run.pool)
         if self.on_finished is not None:
@@ -282,13 +274,10 @@ class StepEngine:
         self._remember(uid)
         pool_name = (body.get("spec") or {}).get("pool")
         pool = f"{namespace}/{pool_name}" if isinstance(pool_name, str) and pool_name else ""
-        fields = {
-            "phase": StepPhase.FAILED.value,
-            "reason": reason,
-            "message": message,
-            "finishedAt": rfc3339(now()),
-        }
-        self.writer.update(namespace, name, pool, fields)
+        status = StepStatus(
+            phase=StepPhase.FAILED, reason=reason, message=message, finished_at=now()
+        )
+        self.writer.update(namespace, name, pool, status.patch())
         if self._events is not None:
             self._events.record(ObjectRef.of(_with_kind(body)), WARNING, reason, message)
         if pool:
@@ -456,21 +445,15 @@ class StepEngine:
         """Record where a step that may be running lives, for the next operator to resume
         it there: a Running status not written yet (it is delayed to coalesce with the final
         one) would make the next operator start it again, maybe on another agent."""
-        if not run.submitted or run.agent is None:
+        if not run.submitted or run.sent_to is None:
             return
-        fields: dict[str, Any] = {
-            **run.base_fields(),
-            "phase": StepPhase.RUNNING.value,
-            "reason": "Started",
-            "message": f"running on agent {run.agent}",
-            "agent": run.agent,
-            "session": run.session,
-            "logBytes": run.offset,
-            "logTail": run.log_tail(),
-        }
-        if run.started_at is not None:
-            fields["startedAt"] = rfc3339(run.started_at)
-        self.writer.update(run.namespace, run.name, run.pool, fields)
+        status = replace(
+            StepStatus.running(run.sent_to),
+            started_at=run.started_at,
+            log_bytes=run.offset,
+            log_tail=run.log_tail(),
+        ).counted(run.attempts, run.generation)
+        self.writer.update(run.namespace, run.name, run.pool, status.patch())
 
 
 def _phase(value: object) -> StepPhase | None:

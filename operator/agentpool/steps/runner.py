@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any
 
 from agentpool.kube.backoff import Backoff, BackoffPolicy, is_throttled
@@ -26,11 +27,13 @@ from agentpool.steps import handover, workspaces
 from agentpool.steps.context import Lease, RunnerContext
 from agentpool.steps.handover import QuotaState
 from agentpool.steps.outcomes import Outcome, classify
-from agentpool.steps.runs import StepRun, now, rfc3339
+from agentpool.steps.runs import AgentRef, Attempt, StepRun
 from agentpool.steps.scheduling import Action, BuildQueue, Failure, should_retry
 from agentpool.steps.session import SessionLost, StepNotStarted, StepRejected, StepResult
 from agentpool.steps.sessions import OpenSession, Sessions
+from agentpool.steps.step_status import REMOVED, StepStatus
 from agentpool.steps.waits import first_done, until_quota
+from agentpool.timestamps import now
 
 __all__ = ["BuildRunner"]
 
@@ -157,7 +160,7 @@ class BuildRunner:
                         f"{', '.join(spec.container_names)}); set spec.container to one of them",
                     )
                     continue
-                if not run.submitted and run.recovered_agent is None:
+                if run.attempt is Attempt.WAITING:
                     # Steps of the build keep arriving while it waits for an agent or gathers
                     # a batch (the initial listing even comes sorted by name): decide again.
                     if self.lease is None and not tried_lease:
@@ -209,16 +212,8 @@ class BuildRunner:
         for name in self._pending_pool:
             run = self.steps.get(name)
             if run is not None and run.phase is StepPhase.PENDING:
-                self.ctx.write(
-                    run,
-                    {
-                        "phase": StepPhase.QUEUED.value,
-                        "reason": "Queued",
-                        "message": f"waiting for an agent of pool {self.pool} "
-                        f"(build {self.queue.key[1]})",
-                    },
-                    0.0,
-                )
+                message = f"waiting for an agent of pool {self.pool} (build {self.queue.key[1]})"
+                self.ctx.write(run, StepStatus.queued(message), 0.0)
         self._pending_pool.clear()  # deleted again later: say so again
 
     async def _wait_for_pool(self) -> None:
@@ -227,16 +222,12 @@ class BuildRunner:
             if run.name not in self._pending_pool:
                 self._pending_pool.add(run.name)
                 run.phase = StepPhase.PENDING  # a retried step writes Running again
-                self.ctx.write(
-                    run,
-                    {
-                        **(run.base_fields() if run.attempts else {}),
-                        "phase": StepPhase.PENDING.value,
-                        "reason": "PoolNotFound",
-                        "message": message,
-                    },
-                    0.0,
+                waiting = StepStatus(
+                    phase=StepPhase.PENDING, reason="PoolNotFound", message=message
                 )
+                if run.attempts:
+                    waiting = waiting.counted(run.attempts, run.generation)
+                self.ctx.write(run, waiting, 0.0)
         self.ctx.pools_changed.clear()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1.0):
@@ -319,7 +310,7 @@ class BuildRunner:
                         failure,
                     )
                     self.ctx.event(run, f"Retry{failure.failure.value}", str(failure))
-                    self._next_attempt(run)
+                    run.next_attempt()
                     if self.ctx.agents.pool_spec(self.pool) is None:
                         # Without this the retry would wait for the pool inside acquire,
                         # its status still saying Running on an agent that is gone.
@@ -331,18 +322,10 @@ class BuildRunner:
             if outcome is None:  # the keeper vanished: nothing recoverable
                 message = "the step's process vanished without an exit status"
                 if should_retry(Failure.SESSION_LOST, run.attempts, run.spec.retries):
-                    self._next_attempt(run)
+                    run.next_attempt()
                     continue
                 return Outcome(StepPhase.FAILED, Failure.SESSION_LOST.value, message)
             return outcome
-
-    def _next_attempt(self, run: StepRun) -> None:
-        run.attempts += 1
-        run.submitted = False
-        run.offset = 0
-        run.tail.clear()
-        run.recovered_agent = None
-        run.running_since = None
 
     async def _attempt(self, run: StepRun, container: str, spec: AgentPoolSpec) -> StepResult:
         """Run (or resume) the current attempt until its result; raise InfrastructureFailure."""
@@ -387,8 +370,7 @@ class BuildRunner:
                 await self._forget_leftovers(pod, container, opened, spec)
             session = opened.session
             # Before the write: once any of the message may have left, the step may run.
-            run.submitted = True
-            run.agent, run.session = pod, session.nonce
+            run.sent(AgentRef(pod, session.nonce))
             try:
                 handle = await session.submit(
                     run.request(self._workspace(spec, pod)), offset=run.offset
@@ -567,16 +549,15 @@ class BuildRunner:
         that crashes before the step's Running write then still knows where to look
         (`_home_agent`), and the agent's start marker keeps the step from running twice.
         Later steps on the same agent need no such write: this one names the agent."""
-        self.ctx.write(
-            run, {**run.base_fields(), "agent": pod, "message": f"starting on agent {pod}"}, 0.0
-        )
+        placed = StepStatus(agent=pod, message=f"starting on agent {pod}")
+        self.ctx.write(run, placed.counted(run.attempts, run.generation), 0.0)
         # Before the session: a status write needs a quota slot that the session could hold.
         try:
             await self.ctx.written(run)
         except QuotaTimeout as error:
-            self.ctx.write(run, {"agent": None}, 0.0)  # it never got there
+            self.ctx.write(run, StepStatus(agent=REMOVED), 0.0)  # it never got there
             raise InfrastructureFailure(Failure.QUOTA_TIMEOUT, str(error)) from None
-        run.placed_on = self._placed = pod
+        run.home = self._placed = pod
 
     def _started(self, run: StepRun) -> None:
         if run.started_at is not None and run.phase is StepPhase.RUNNING:
@@ -591,19 +572,9 @@ class BuildRunner:
         run.phase = StepPhase.RUNNING
         assert run.started_at is not None
         self.ctx.agents.notify(self.pool)
-        self.ctx.write(
-            run,
-            {
-                **run.base_fields(),
-                "phase": StepPhase.RUNNING.value,
-                "reason": "Started",
-                "message": f"running on agent {run.agent}",
-                "agent": run.agent,
-                "session": run.session,
-                "startedAt": rfc3339(run.started_at),
-            },
-            RUNNING_DELAY,
-        )
+        assert run.sent_to is not None  # started: it was sent
+        running = replace(StepStatus.running(run.sent_to), started_at=run.started_at)
+        self.ctx.write(run, running.counted(run.attempts, run.generation), RUNNING_DELAY)
 
     # --- agents -------------------------------------------------------------------------
 
@@ -629,8 +600,8 @@ class BuildRunner:
             if run.recovered_agent is not None:
                 return run.recovered_agent
         for run in self.steps.values():
-            if run.placed_on is not None:
-                return run.placed_on
+            if run.home is not None:
+                return run.home
         return self.queue.agent
 
     async def _ensure_lease(self, within: float | None = None) -> Lease:
@@ -669,8 +640,7 @@ class BuildRunner:
         run = self.steps.get(decision.step.name) if decision is not None else None
         if run is None or run.submitted or run.phase is not StepPhase.PENDING:
             return
-        fields = {"phase": StepPhase.QUEUED.value, "reason": "Queued", "message": message}
-        self.ctx.write(run, fields, QUEUED_DELAY)
+        self.ctx.write(run, StepStatus.queued(message), QUEUED_DELAY)
 
     def _agent_wait_message(self) -> str:
         spec = self.ctx.agents.pool_spec(self.pool)

@@ -1,35 +1,40 @@
-"""The operator's view of one BuildStep while it is in the engine's hands, and its status fields."""
+"""The operator's view of one BuildStep while it is in the engine's hands: spec, attempt, output."""
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from agentpool.model import BuildStepSpec, StepPhase
 from agentpool.steps.protocol import StepRequest
 from agentpool.steps.scheduling import QueuedStep
+from agentpool.timestamps import parse_time
 
 
-def rfc3339(moment: datetime) -> str:
-    """RFC 3339 in UTC with microseconds, so that dispatch latency can be measured."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+class Attempt(enum.Enum):
+    """How far the step's current attempt got: what may still be done with it."""
+
+    # Nothing of it reached an agent: it may start anywhere (its `home` preferred).
+    WAITING = "waiting"
+    # This operator sent it to `sent_to`: it may run there, so it is never started blindly
+    # again, only resumed (its start is idempotent in the container).
+    SUBMITTED = "submitted"
+    # Found Running at startup: an earlier operator started it on `home`, where it is resumed,
+    # leased or not, until the attempt ends.
+    RECOVERED = "recovered"
 
 
-def parse_time(text: object) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+@dataclass(frozen=True)
+class AgentRef:
+    """Where an attempt was sent: the agent pod and the exec session that carried it."""
 
-
-def now() -> datetime:
-    return datetime.now(UTC)
+    agent: str
+    session: str  # the session's nonce
 
 
 @dataclass(eq=False)
@@ -47,16 +52,16 @@ class StepRun:
     offset: int = 0  # bytes of output already received (status.logBytes)
     tail_limit: int = 4096
     tail: bytearray = field(default_factory=bytearray)
-    recovered_agent: str | None = None  # agent of a step found Running at startup
-    placed_on: str | None = None  # agent recorded in its status before its first start
-    phase: StepPhase = StepPhase.PENDING
-    agent: str | None = None
-    session: str | None = None
+    attempt: Attempt = Attempt.WAITING
+    # The agent its status names before it runs there: where an earlier operator left it
+    # (RECOVERED: running there), or where this one placed it; a crash may have started it.
+    home: str | None = None
+    sent_to: AgentRef | None = None  # where its latest attempt was submitted
+    phase: StepPhase = StepPhase.PENDING  # the phase its status was last given
     started_at: datetime | None = None
     # Loop time this operator first saw the attempt submitted: how long it has run, for
     # detaching a long step from its session (`handover.detach_mid_step`).
     running_since: float | None = None
-    submitted: bool = False  # a run message may have reached an agent: never re-run blindly
     deleted: asyncio.Event = field(default_factory=asyncio.Event)
     gone: bool = False  # deleted and no longer stored (no finalizer held it): write nothing
     # Why the step was stopped (`deleted` set): deletion, or the cancel annotation.
@@ -69,6 +74,39 @@ class StepRun:
     @property
     def created_at(self) -> datetime | None:
         return parse_time(self.created)
+
+    @property
+    def submitted(self) -> bool:
+        """A run message of the current attempt may have reached an agent: never re-run it
+        blindly."""
+        return self.attempt is not Attempt.WAITING
+
+    @property
+    def agent(self) -> str | None:
+        """The agent its latest attempt was sent to."""
+        return self.sent_to.agent if self.sent_to is not None else None
+
+    @property
+    def recovered_agent(self) -> str | None:
+        """The agent an earlier operator started the current attempt on."""
+        return self.home if self.attempt is Attempt.RECOVERED else None
+
+    def sent(self, to: AgentRef) -> None:
+        """A run message of the attempt leaves for `to` (a recovered attempt stays recovered:
+        it is resumed on its home even when the build's lease is elsewhere)."""
+        self.sent_to = to
+        if self.attempt is Attempt.WAITING:
+            self.attempt = Attempt.SUBMITTED
+
+    def next_attempt(self) -> None:
+        """The attempt failed and is retried: the new one starts from nothing."""
+        self.attempts += 1
+        if self.attempt is Attempt.RECOVERED:
+            self.home = None  # the agent it ran on failed it: no reason to prefer it
+        self.attempt = Attempt.WAITING
+        self.offset = 0
+        self.tail.clear()
+        self.running_since = None
 
     @property
     def queued(self) -> QueuedStep:
@@ -106,12 +144,6 @@ class StepRun:
     def log_tail(self) -> str:
         return bytes(self.tail).decode("utf-8", errors="replace")
 
-    def base_fields(self) -> dict[str, Any]:
-        fields: dict[str, Any] = {"attempts": self.attempts}
-        if self.generation is not None:
-            fields["observedGeneration"] = self.generation
-        return fields
-
     @classmethod
     def recovered_state(cls, status: Mapping[str, Any]) -> dict[str, Any]:
         """What a previous operator recorded, to resume a Running step where it was."""
@@ -124,7 +156,8 @@ class StepRun:
             state["offset"] = log_bytes
         agent = status.get("agent")
         if status.get("phase") == StepPhase.RUNNING.value and isinstance(agent, str) and agent:
-            state["recovered_agent"] = agent
+            state["home"] = agent
+            state["attempt"] = Attempt.RECOVERED
         started = parse_time(status.get("startedAt"))
         if started is not None:
             state["started_at"] = started

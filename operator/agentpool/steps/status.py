@@ -1,4 +1,5 @@
-"""The BuildStep status writer: coalesced merge-patches on `/status`, one request per step.
+"""The BuildStep status writer (`StepStatusWriter`): coalesced merge-patches on `/status`, one
+request per step.
 
 Sessions never write status themselves: a session holding the pool's only quota slot would
 deadlock waiting for a second one. They hand fields to this writer, which runs its own task per
@@ -28,7 +29,7 @@ from agentpool.kube.backoff import Backoff, BackoffPolicy, is_throttled, retry_a
 from agentpool.kube.quota import ApiQuota, QuotaTimeout
 from agentpool.steps.waits import first_done
 
-__all__ = ["Patcher", "QuotaLookup", "StatusWriter"]
+__all__ = ["Patcher", "QuotaLookup", "StepStatusWriter"]
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class _Pending:
     retry_after: float | None = None  # the server's Retry-After on the last failed attempt
 
 
-class StatusWriter:
+class StepStatusWriter:
     """Writes each step's status fields, coalescing updates that have not been sent yet."""
 
     def __init__(

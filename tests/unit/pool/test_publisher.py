@@ -7,7 +7,7 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from agentpool.pool.publisher import StatusWriter
+from agentpool.pool.publisher import PoolStatusPublisher
 
 
 async def test_a_failed_write_is_retried_with_the_latest_status_after_the_back_off() -> None:
@@ -26,7 +26,7 @@ async def test_a_failed_write_is_retried_with_the_latest_status_after_the_back_o
         writer.submit({"agents": 2})  # a newer status arrives meanwhile: it wins
         return 0.05
 
-    writer = StatusWriter("ns/p", write, 0.0, failed=failed, succeeded=recovered.set)
+    writer = PoolStatusPublisher("ns/p", write, 0.0, failed=failed, succeeded=recovered.set)
     writer.submit({"agents": 1})
     async with asyncio.timeout(5):
         await recovered.wait()
@@ -47,7 +47,7 @@ async def test_a_gone_pool_ends_the_writer_without_retrying() -> None:
     def failed(error: BaseException) -> float:
         raise AssertionError("a 404 is no failure to back off from")
 
-    writer = StatusWriter("ns/p", write, 0.0, failed=failed, succeeded=lambda: None)
+    writer = PoolStatusPublisher("ns/p", write, 0.0, failed=failed, succeeded=lambda: None)
     writer.submit({"agents": 1})
     assert writer._task is not None
     async with asyncio.timeout(5):

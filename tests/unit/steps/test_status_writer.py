@@ -11,16 +11,16 @@ from prometheus_client import CollectorRegistry
 
 from agentpool.kube.quota import ApiQuota, QuotaTimeout
 from agentpool.metrics import Catalogue
-from agentpool.steps.status import StatusWriter
+from agentpool.steps.status import StepStatusWriter
 
 Patches = list[tuple[str, dict[str, Any]]]
 
 
-def writer_with(quota: ApiQuota, patches: Patches) -> StatusWriter:
+def writer_with(quota: ApiQuota, patches: Patches) -> StepStatusWriter:
     async def patch(namespace: str, name: str, fields: dict[str, Any]) -> None:
         patches.append((name, fields))
 
-    return StatusWriter(patch, lambda pool: quota)
+    return StepStatusWriter(patch, lambda pool: quota)
 
 
 async def test_written_returns_once_the_merged_updates_are_on_the_server() -> None:
@@ -60,7 +60,7 @@ async def test_a_throttled_write_waits_for_the_servers_retry_after() -> None:
             error.headers = {"Retry-After": "1"}  # type: ignore[assignment]
             raise error
 
-    writer = StatusWriter(patch, lambda pool: None)
+    writer = StepStatusWriter(patch, lambda pool: None)
     writer.update("ns", "s", "ns/p", {"phase": "Running"})
     await writer.written("ns", "s")
 
