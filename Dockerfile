@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # The AgentPool operator image: `make image` builds it (docker build -t agentpool-operator:dev .).
-# Two stages: the first builds wheels for the package and its runtime dependencies only (no
-# sandbox/dev extras), the second installs them into a clean slim image that runs as UID 10001.
+# Two stages: the first builds wheels for the operator's distribution and its runtime dependencies
+# only (no dev extras; the sandbox distribution in sandbox/ is not copied: .dockerignore keeps it
+# out), the second installs them into a clean slim image that runs as UID 10001.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build

@@ -16,10 +16,13 @@ help:
 	@echo "make image       build the operator image (needs docker)"
 	@echo "make e2e         end-to-end on a kind cluster (needs docker and kind)"
 
-$(STAMP): pyproject.toml
+# Two distributions, both editable: the operator (with the dev tools) and the sandbox in sandbox/,
+# which the demo, the tests and the benchmarks run on (its dependency on agentpool-operator is
+# the editable root).
+$(STAMP): pyproject.toml sandbox/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[sandbox,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./sandbox
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -29,17 +32,17 @@ test: $(STAMP) crds-check
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q tests/unit sandbox/tests/unit
 
 integration: $(STAMP)
-	$(BIN)/python -m pytest -q tests/integration
+	$(BIN)/python -m pytest -q tests/integration sandbox/tests/integration
 
 conformance: $(STAMP)
-	$(BIN)/python -m pytest -q tests/conformance
+	$(BIN)/python -m pytest -q sandbox/tests/conformance
 
 lint: $(STAMP)
-	$(BIN)/ruff check operator tests $(wildcard bench)
-	$(BIN)/ruff format --check operator tests $(wildcard bench)
+	$(BIN)/ruff check operator sandbox tests $(wildcard bench)
+	$(BIN)/ruff format --check operator sandbox tests $(wildcard bench)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/shellcheck --shell=sh --severity=style operator/agentpool/*.sh operator/agentpool/steps/*.sh
@@ -59,4 +62,4 @@ e2e: $(STAMP)
 	$(BIN)/python -m pytest -q -m e2e tests/e2e
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info operator/*.egg-info
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info operator/*.egg-info sandbox/*.egg-info

@@ -26,7 +26,7 @@ PERFORMANCE_DOC = ROOT / "docs" / "performance.md"
 DOC_HEADER = """# Performance
 
 Figures measured with `make bench` (`python -m bench`) on the sandbox cluster
-(`agentpool.sandbox`), which counts every request it serves by client (User-Agent) and by pool
+(`agentpool_sandbox`), which counts every request it serves by client (User-Agent) and by pool
 at `/sandbox/v1/stats`. Counts are therefore taken by the API server, not by the operator.
 Sections between `bench:` markers are rewritten by the benchmarks; edit the text outside them.
 """

@@ -13,7 +13,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from agentpool.sandbox.cluster import Sandbox
+from agentpool_sandbox.cluster import Sandbox
 
 
 async def serve(state_dir: Path, time_scale: float) -> None:

@@ -1,15 +1,18 @@
-"""`agentpool run|sandbox|demo|status|logs|build`: the operator's command line.
+"""`agentpool run|status|logs|build`: the operator's command line (+ `sandbox`, `demo`).
 
 Thin on purpose: each command parses its options and calls into a module. Everything heavy
-(kopf, the sandbox and its schema libraries) is imported inside the command that needs it, so
-that the image (which has no sandbox extras) starts `agentpool run` and `agentpool status`
-answers quickly.
+(kopf, the API client) is imported inside the command that needs it, so that `agentpool run`
+starts and `agentpool status` answers quickly. `agentpool sandbox` and `agentpool demo` belong to
+the sandbox distribution (agentpool-sandbox), a development tool the operator never imports:
+they are found through the entry point group `agentpool.commands`, and without that
+distribution they still exist and say in one line what to install.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping
@@ -29,7 +32,67 @@ DEFAULT_STATUS_URL = "http://127.0.0.1:9090"
 ALL_NAMESPACES = "all_namespaces"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Other distributions add commands through this entry point group; the sandbox distribution
+# adds `sandbox` and `demo`. Those two are listed here so that they exist without it and say
+# what to install, where click would say "No such command" (the demo is `make demo`'s command).
+COMMANDS_GROUP = "agentpool.commands"
+SANDBOX_COMMANDS = {
+    "sandbox": "Serve a local Kubernetes API and simulated kubelet (development only).",
+    "demo": "Sandbox, CRDs, operator and examples/ in one go (what `make demo` runs).",
+}
+INSTALL_SANDBOX = "pip install ./sandbox from a clone of the repository"
+# As click's usage errors: the command cannot run as asked; 1 stays "ran and failed".
+NOT_INSTALLED_EXIT_CODE = 2
+
+
+class _Commands(click.Group):
+    """The operator's own commands, then those installed distributions provide."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        plugged = {entry.name for entry in importlib.metadata.entry_points(group=COMMANDS_GROUP)}
+        return sorted({*super().list_commands(ctx), *plugged, *SANDBOX_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        # The operator's own commands first: `agentpool run` never scans the installed
+        # distributions, and no plug-in can replace one of them.
+        own = super().get_command(ctx, cmd_name)
+        if own is not None:
+            return own
+        for entry in importlib.metadata.entry_points(group=COMMANDS_GROUP, name=cmd_name):
+            command = entry.load()
+            if not isinstance(command, click.Command):
+                raise click.ClickException(
+                    f"entry point {entry.value} ({COMMANDS_GROUP}) is not a click command"
+                )
+            return command
+        if cmd_name in SANDBOX_COMMANDS:
+            return _not_installed(cmd_name)
+        return None
+
+
+def _not_installed(name: str) -> click.Command:
+    """`agentpool NAME` without the sandbox distribution: one line, exit code 2, any arguments."""
+
+    def say_what_to_install() -> None:
+        click.echo(
+            f"agentpool {name} needs the sandbox distribution (agentpool-sandbox): "
+            f"{INSTALL_SANDBOX}",
+            err=True,
+        )
+        click.get_current_context().exit(NOT_INSTALLED_EXIT_CODE)
+
+    return click.Command(
+        name,
+        callback=say_what_to_install,
+        help=f"{SANDBOX_COMMANDS[name]} Not installed: {INSTALL_SANDBOX}.",
+        short_help=f"[not installed] {SANDBOX_COMMANDS[name]}",
+        # Whatever options the real command takes, the answer is the same line.
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        add_help_option=False,
+    )
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="agentpool")
 def main() -> None:
     """AgentPool operator: CI build agents and batched build steps on Kubernetes."""
@@ -113,68 +176,6 @@ def configure_logging(config: Config) -> None:
 
     log_format = kopf.LogFormat.JSON if config.log_format is LogFormat.JSON else kopf.LogFormat.FULL
     kopf.configure(verbose=config.verbose, log_format=log_format, log_refkey="k8s")
-
-
-# --- agentpool sandbox ---------------------------------------------------------------------
-
-
-@main.command()
-@click.option("--port", type=int, default=0, show_default=True, help="0 picks a free port.")
-@click.option(
-    "--kubeconfig",
-    "kubeconfig_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Where to write the kubeconfig (default: in the state directory).",
-)
-@click.option(
-    "--profiles",
-    "profiles_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="YAML file of extra kubelet profiles.",
-)
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where container directories live (default: a temporary directory, removed at exit).",
-)
-def sandbox(
-    port: int, kubeconfig_path: Path | None, profiles_file: Path | None, state_dir: Path | None
-) -> None:
-    """Serve a local Kubernetes API and simulated kubelet (development only).
-
-    Prints the kubeconfig path, then serves until interrupted.
-    """
-    _require_sandbox("sandbox")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_sandbox(port, kubeconfig_path, profiles_file, state_dir))
-
-
-# The sandbox extra's modules (pyproject: optional-dependencies.sandbox).
-SANDBOX_MODULES = ("jsonschema", "jsonpatch", "kubernetes_validate")
-
-
-def _require_sandbox(command: str) -> None:
-    """One line naming what to install when the sandbox extra is missing, not a traceback."""
-    import importlib.util  # noqa: PLC0415
-
-    missing = [name for name in SANDBOX_MODULES if importlib.util.find_spec(name) is None]
-    if missing:
-        raise click.ClickException(
-            f"agentpool {command} needs the sandbox extra ({', '.join(missing)} not installed): "
-            "pip install 'agentpool-operator[sandbox]' (from a clone: pip install '.[sandbox]')"
-        )
-
-
-async def _serve_sandbox(
-    port: int, kubeconfig_path: Path | None, profiles_file: Path | None, state_dir: Path | None
-) -> None:
-    """Serve until SIGINT or SIGTERM, then stop in order (container processes are killed)."""
-    from agentpool.sandbox.cluster import serve_until_signalled  # noqa: PLC0415
-
-    await serve_until_signalled(port, kubeconfig_path, profiles_file, state_dir)
 
 
 # --- agentpool status ----------------------------------------------------------------------
@@ -620,33 +621,6 @@ def build_rerun(
         )
 
     _run_against_cluster(work, kubeconfig, context, _cancel_on_signal(namespace, builds))
-
-
-# --- agentpool demo ------------------------------------------------------------------------
-
-
-@main.command()
-@click.option(
-    "--examples",
-    "examples_dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="Manifests to apply (default: the examples shipped with the package).",
-)
-@click.option(
-    "--timeout",
-    type=float,
-    default=45.0,
-    show_default=True,
-    help="Seconds to wait for every step to finish.",
-)
-def demo(examples_dir: Path | None, timeout: float) -> None:
-    """Sandbox, CRDs, operator and examples/ in one go; exits 0 when all behaved as designed."""
-    _require_sandbox("demo")
-    from agentpool.demo import run as run_demo  # noqa: PLC0415
-
-    ok = run_demo(examples_dir, timeout=timeout)
-    sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """What the chart and the image assume of the operator's CLI: the flags it renders, and that
-`agentpool run` starts with runtime dependencies only (the image has no sandbox extras)."""
+`agentpool run` starts with runtime dependencies only (the image has no sandbox distribution)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "two-replicas": {"replicaCount": 2},
     "plain-verbose": {"logFormat": "plain", "verbose": True},
 }
-SANDBOX_ONLY_MODULES = ("jsonschema", "jsonpatch", "kubernetes_validate")
+SANDBOX_ONLY_MODULES = ("agentpool_sandbox", "jsonschema", "jsonpatch", "kubernetes_validate")
 
 
 def run_command() -> click.Command:
@@ -53,4 +53,4 @@ def test_agentpool_run_imports_no_sandbox_dependency() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
 
-    assert done.stdout.strip() == "[]", "the image has no sandbox extras; import these lazily"
+    assert done.stdout.strip() == "[]", "the image has no sandbox distribution; import these lazily"

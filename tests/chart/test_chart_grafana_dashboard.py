@@ -16,7 +16,7 @@ from chart_rendering import CHART_DIR, NAMESPACE, RELEASE, ROOT
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from agentpool.sandbox.cluster import Sandbox
+from agentpool_sandbox.cluster import Sandbox
 
 Render = Callable[..., list[dict[str, Any]]]
 

@@ -20,7 +20,7 @@ import yaml
 from chart_commands import succeed
 from chart_rendering import ROOT
 
-from agentpool.sandbox.cluster import Sandbox
+from agentpool_sandbox.cluster import Sandbox
 
 INSTALL_DOC = (ROOT / "docs" / "install.md").read_text()
 KUBECTL_DIR = str(Path(sys.executable).parent)

@@ -5,7 +5,7 @@ Reuse them from any test under tests/integration/ (pool, steps, surface tests):
 - ``sandbox_time_scale`` (float, default 1.0): multiplies every kubelet profile duration.
   Override it in a test module (``@pytest.fixture def sandbox_time_scale(): return 0.2``)
   to make profiles faster or slower.
-- ``cluster``: a running :class:`~agentpool.sandbox.cluster.Sandbox` with ``crds/*.yaml``
+- ``cluster``: a running :class:`~agentpool_sandbox.cluster.Sandbox` with ``crds/*.yaml``
   installed and established. ``cluster.kubeconfig_path`` and ``cluster.url`` locate it.
   It runs in a thread with its own event loop (see :class:`SandboxThread`): talk to it
   over HTTP, never call its coroutines or touch its store from the test.
@@ -26,8 +26,8 @@ Reuse them from any test under tests/integration/ (pool, steps, surface tests):
   name :data:`PEERING`), after installing kopf's peering CRDs and the ``KopfPeering`` /
   ``ClusterKopfPeering`` objects of that name in the sandbox (as the chart would).
 
-- ``until``: :func:`eventually`, which polls a real condition with a bounded deadline
-  (``await until(check, within, message)``; ``check`` is an async callable).
+- ``until``: :func:`~agentpool_sandbox.testing.eventually`, which polls a real condition with
+  a bounded deadline (``await until(check, within, message)``; ``check`` is an async callable).
 - ``reader``: a :class:`ClusterReader` over ``kube_api``: ``pool``, ``condition``,
   ``agents``, ``events``, ``reasons``.
 """
@@ -52,12 +52,12 @@ from kubernetes_asyncio.client import (
     CustomObjectsApi,
 )
 from kubernetes_asyncio.client.exceptions import ApiException
-from polling import eventually
 
 from agentpool.config import Config
 from agentpool.kube import client as kube
 from agentpool.runtime import Runtime, run_operator
-from agentpool.sandbox.cluster import Sandbox
+from agentpool_sandbox.cluster import Sandbox
+from agentpool_sandbox.testing import eventually
 
 NAMESPACE = "default"
 # Bounds for waiting on the operator; generous for a loaded 2-core machine.

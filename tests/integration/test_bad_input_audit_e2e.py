@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from kubernetes_asyncio.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes_asyncio.client.exceptions import ApiException
-from polling import eventually
 
 from agentpool.kube import client as kube
+from agentpool_sandbox.testing import eventually
 
 NAMESPACE = "default"
 FINAL = ("Succeeded", "Failed", "Skipped", "Cancelled")

@@ -31,8 +31,8 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from agentpool.config import Config
 from agentpool.kube import client as kube
 from agentpool.kube.events import NORMAL, EventRecorder, ObjectRef
-from agentpool.sandbox.cluster import Sandbox
-from agentpool.sandbox.stats import resource_path
+from agentpool_sandbox.cluster import Sandbox
+from agentpool_sandbox.stats import resource_path
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "default"  # the namespace of the shared `operator_config`

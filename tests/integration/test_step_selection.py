@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agentpool.sandbox.cluster import Sandbox
+from agentpool_sandbox.cluster import Sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = Path(sys.executable).parent / "kubectl"

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 
 from agentpool.config import Config
-from agentpool.sandbox.cluster import Sandbox
+from agentpool_sandbox.cluster import Sandbox
 
 # `GET /api/v1/...?...&watch=true HTTP/1.1` in aiohttp's access log of the sandbox.
 WATCH = re.compile(r'"GET (?P<path>\S*[?&]watch=true\S*) HTTP')

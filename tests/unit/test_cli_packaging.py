@@ -1,8 +1,10 @@
-"""The package ships the CRDs and examples; without the sandbox extra, one line says so."""
+"""The operator's distribution: the CRDs and examples ship in it, the sandbox does not;
+without the sandbox distribution, `agentpool demo` and `agentpool sandbox` say what to install."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.metadata
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 import agentpool
-from agentpool import cli, demo
+from agentpool import cli
 
 ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_DIR = ROOT / "operator" / "agentpool"
 
 
 @pytest.mark.parametrize("name", ["crds", "examples"])
@@ -25,25 +28,46 @@ def test_the_package_holds_the_repositorys_crds_and_examples(name: str) -> None:
     assert all(
         (shipped / p.name).read_bytes() == p.read_bytes() for p in (ROOT / name).glob("*.yaml")
     )
-    assert demo.PACKAGE / name == shipped
 
 
-@pytest.mark.parametrize("command", ["demo", "sandbox"])
-def test_without_the_sandbox_extra_one_line_says_what_to_install(
-    command: str, monkeypatch: pytest.MonkeyPatch
+def test_the_operators_distribution_holds_no_sandbox() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    setuptools = project["tool"]["setuptools"]
+
+    # Only operator/ is searched for packages, and nothing of the sandbox lives there.
+    assert setuptools["packages"]["find"]["where"] == ["operator"]
+    assert [p for p in PACKAGE_DIR.rglob("*sandbox*") if "__pycache__" not in p.parts] == []
+    assert not any("sandbox" in pattern for pattern in setuptools["package-data"]["agentpool"])
+    assert "sandbox" not in project["project"]["optional-dependencies"]
+
+
+def no_entry_points(**_: Any) -> importlib.metadata.EntryPoints:
+    return importlib.metadata.EntryPoints(())
+
+
+@pytest.mark.parametrize("args", [["demo"], ["sandbox"], ["demo", "--timeout", "5"]])
+def test_without_the_sandbox_distribution_one_line_says_what_to_install(
+    args: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.metadata, "entry_points", no_entry_points)
 
-    def find_spec(name: str, *args: Any) -> Any:
-        return None if name == "kubernetes_validate" else real(name, *args)
+    result = CliRunner().invoke(cli.main, args)
 
-    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-
-    result = CliRunner().invoke(cli.main, [command])
-
-    assert result.exit_code == 1
-    assert result.output == (
-        f"Error: agentpool {command} needs the sandbox extra (kubernetes_validate not "
-        "installed): pip install 'agentpool-operator[sandbox]' (from a clone: pip install "
-        "'.[sandbox]')\n"
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"agentpool {args[0]} needs the sandbox distribution (agentpool-sandbox): "
+        "pip install ./sandbox from a clone of the repository\n"
     )
+
+
+def test_without_the_sandbox_distribution_the_help_lists_its_commands_as_not_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(importlib.metadata, "entry_points", no_entry_points)
+
+    result = CliRunner().invoke(cli.main, ["--help"])
+
+    assert result.exit_code == 0
+    assert "demo     [not installed]" in result.output
+    assert "sandbox  [not installed]" in result.output

@@ -27,7 +27,7 @@ from kubernetes_asyncio.client import ApiClient
 
 from agentpool.config import Config
 from agentpool.kube import client as kube
-from agentpool.sandbox.cluster import Sandbox
+from agentpool_sandbox.cluster import Sandbox
 
 Until = Callable[..., Awaitable[Any]]
 POOL = "ci"

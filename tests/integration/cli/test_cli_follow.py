@@ -30,7 +30,7 @@ from kubernetes_asyncio.client import ApiClient, CustomObjectsApi
 from agentpool.cli import CLI_USER_AGENT
 from agentpool.config import Config
 from agentpool.kube import client as kube
-from agentpool.sandbox.cluster import Sandbox
+from agentpool_sandbox.cluster import Sandbox
 
 Until = Callable[..., Awaitable[Any]]
 TAIL_BYTES = 64

@@ -13,7 +13,7 @@ from kubernetes_asyncio.client import ApiClient
 
 from agentpool.config import Config
 from agentpool.kube import client as kube
-from agentpool.sandbox.cluster import Sandbox
+from agentpool_sandbox.cluster import Sandbox
 
 TAIL_BYTES = 256
 STEP = "long-output"

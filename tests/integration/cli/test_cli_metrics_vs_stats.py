@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agentpool import USER_AGENT
 from agentpool.runtime import Runtime
-from agentpool.sandbox.cluster import Sandbox
+from agentpool_sandbox.cluster import Sandbox
 
 POOL = f"{NS}/scraped"
 LIMIT = 4

@@ -11,7 +11,7 @@ from typing import Any
 
 from cli_cluster import AGENTPOOL, ENV, free_port
 
-from agentpool.sandbox.cluster import Sandbox
+from agentpool_sandbox.cluster import Sandbox
 
 EXIT_WITHIN = 20.0
 

@@ -19,7 +19,7 @@ from agentpool.kube.events import (
     EventRecorder,
     ObjectRef,
 )
-from agentpool.sandbox.cluster import Sandbox
+from agentpool_sandbox.cluster import Sandbox
 
 NS = "default"
 RECORDER_AGENT = "agentpool-events-test"

@@ -22,7 +22,7 @@ from agentpool.kube.exec import (
     open_exec,
 )
 from agentpool.kube.quota import ApiQuota
-from agentpool.sandbox.cluster import Sandbox
+from agentpool_sandbox.cluster import Sandbox
 
 NS = "default"
 POOL = "demo"

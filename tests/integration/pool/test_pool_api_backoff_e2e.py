@@ -16,7 +16,7 @@ import pytest
 
 from agentpool import USER_AGENT
 from agentpool.pool.manifest import TEMPLATE_HASH_LABEL
-from agentpool.sandbox.cluster import Sandbox
+from agentpool_sandbox.cluster import Sandbox
 
 POOL = "flaky"
 FAULT_WINDOW = 3.0  # seconds of failing creations (the issue measured 10 s)

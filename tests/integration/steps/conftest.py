@@ -21,10 +21,10 @@ import pytest
 from kubernetes_asyncio.client import ApiClient
 from step_client import BuildSteps
 
-from agentpool.sandbox import reaper
-from agentpool.sandbox.cluster import Sandbox
 from agentpool.steps.protocol import BOOTSTRAP_COMMAND
 from agentpool.steps.session import Session
+from agentpool_sandbox import reaper
+from agentpool_sandbox.cluster import Sandbox
 
 BUSYBOX = shutil.which("busybox")
 

@@ -23,12 +23,12 @@ from agentpool.kube.quota import ApiQuota, QuotaRegistry
 from agentpool.metrics import Catalogue
 from agentpool.model import AgentPoolSpec, StepPhase
 from agentpool.pool.agents import gone_reason
-from agentpool.sandbox import profiles
-from agentpool.sandbox.cluster import Sandbox
 from agentpool.steps.context import Preference
 from agentpool.steps.engine import StepEngine
 from agentpool.steps.outcomes import Outcome
 from agentpool.steps.runs import StepRun
+from agentpool_sandbox import profiles
+from agentpool_sandbox.cluster import Sandbox
 
 ROOT = Path(__file__).resolve().parents[3]
 NS = "default"

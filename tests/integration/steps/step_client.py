@@ -8,10 +8,10 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes_asyncio.client.exceptions import ApiException
-from polling import eventually
 
 from agentpool.kube import client as kube
-from agentpool.sandbox.cluster import Sandbox
+from agentpool_sandbox.cluster import Sandbox
+from agentpool_sandbox.testing import eventually
 
 STEPS_NAMESPACE = "default"
 FINAL_PHASES = ("Succeeded", "Failed", "Skipped", "Cancelled")

@@ -10,9 +10,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from engine_harness import NS, engine_on_sandbox, step_body
-from polling import eventually
 
 from agentpool.config import Config
+from agentpool_sandbox.testing import eventually
 
 
 async def test_twenty_steps_of_a_build_share_one_exec_session(tmp_path: Path) -> None:

@@ -12,10 +12,10 @@ import pytest
 
 from agentpool.kube.client import load_configuration, new_exec_client
 from agentpool.kube.exec import ExecApiClient, open_exec
-from agentpool.sandbox import profiles
-from agentpool.sandbox.cluster import Sandbox
 from agentpool.steps.protocol import BOOTSTRAP_COMMAND, StepRequest
 from agentpool.steps.session import Session, SessionLost
+from agentpool_sandbox import profiles
+from agentpool_sandbox.cluster import Sandbox
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from polling import eventually
 from step_client import BuildSteps
 
 from agentpool.model import SCRIPT_MAX_BYTES
-from agentpool.sandbox.reaper import alive
+from agentpool_sandbox.reaper import alive
+from agentpool_sandbox.testing import eventually
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from polling import eventually
 from step_client import BuildSteps
+
+from agentpool_sandbox.testing import eventually
 
 WAIT = "echo started > started.txt; while :; do sleep 0.05; done"
 

@@ -6,9 +6,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from polling import eventually
 from prometheus_client.parser import text_string_to_metric_families
 from step_client import STEPS_NAMESPACE, BuildSteps
+
+from agentpool_sandbox.testing import eventually
 
 # The in-process operators share one metrics registry: a pool name no other test uses.
 POOL = f"{STEPS_NAMESPACE}/metered"

@@ -8,11 +8,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-from polling import eventually
 from step_client import STEPS_NAMESPACE, BuildSteps
 
 from agentpool.config import Config
 from agentpool.kube.client import USER_AGENT
+from agentpool_sandbox.testing import eventually
 
 POOL = f"{STEPS_NAMESPACE}/p"
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from polling import eventually
 from step_client import BuildSteps
+
+from agentpool_sandbox.testing import eventually
 
 
 @pytest.fixture

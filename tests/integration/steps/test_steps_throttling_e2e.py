@@ -7,11 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from polling import eventually
 from step_client import BuildSteps
 
 from agentpool import USER_AGENT
 from agentpool.steps.runner import MAX_SESSION_FAILURES
+from agentpool_sandbox.testing import eventually
 
 
 @pytest.fixture
