@@ -12,7 +12,7 @@ from step_client import BuildSteps
 
 from agentpool_sandbox.testing import eventually
 
-WAIT = "echo started > started.txt; while :; do sleep 0.05; done"
+WAIT = 'echo started >"$HOME/started.txt"; while :; do sleep 0.05; done'
 
 
 @pytest.fixture
