@@ -325,7 +325,7 @@ def test_buildstep_status_fields_and_phases() -> None:
     status = schema_of("BuildStep")["properties"]["status"]["properties"]
 
     assert set(status) == {
-        *("phase", "reason", "message", "agent", "session", "exitCode", "attempts"),
+        *("phase", "build", "reason", "message", "agent", "session", "exitCode", "attempts"),
         *("startedAt", "finishedAt", "logTail", "logBytes", "conditions", "observedGeneration"),
     }
     assert status["phase"]["enum"] == [

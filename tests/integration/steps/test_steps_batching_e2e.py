@@ -32,9 +32,11 @@ async def test_twenty_steps_and_a_late_one_share_one_exec_session(
     await buildsteps.wait_agents("p", 1)
     names = [f"s{i:02d}" for i in range(20)]
     for i, name in enumerate(names):
-        await buildsteps.create(name, f"echo {i} >> order; echo step {i}", build="b", order=i)
+        await buildsteps.create(
+            name, f'echo {i} >>"$HOME/order"; echo step {i}', build="b", order=i
+        )
     statuses = await buildsteps.wait_final(*names)
-    await buildsteps.create("late", "echo late >> order", build="b", order=99)
+    await buildsteps.create("late", 'echo late >>"$HOME/order"', build="b", order=99)
     late = (await buildsteps.wait_final("late"))["late"]
     stats = await buildsteps.stats()
     order = (buildsteps.home(late["agent"]) / "order").read_text().split()

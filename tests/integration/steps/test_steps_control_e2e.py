@@ -35,7 +35,7 @@ async def test_a_step_past_its_timeout_is_killed_and_fails(
     operator: Any, buildsteps: BuildSteps
 ) -> None:
     await buildsteps.pool("p")
-    await buildsteps.create("slow", "echo $$ > slow.pid; sleep 30", timeout="1s", retries=3)
+    await buildsteps.create("slow", 'echo $$ >"$HOME/slow.pid"; sleep 30', timeout="1s", retries=3)
 
     slow = (await buildsteps.wait_final("slow"))["slow"]
     pid = int((buildsteps.home(slow["agent"]) / "slow.pid").read_text())
@@ -49,7 +49,9 @@ async def test_deleting_a_running_step_kills_it_and_skips_the_builds_later_steps
     operator: Any, buildsteps: BuildSteps
 ) -> None:
     await buildsteps.pool("p")
-    await buildsteps.create("long", "echo $$ > long.pid; sleep 30; touch finished", build="b")
+    await buildsteps.create(
+        "long", 'echo $$ >"$HOME/long.pid"; sleep 30; touch "$HOME/finished"', build="b"
+    )
     await buildsteps.create("deploy", "echo DEPLOYING", build="b", order=1)
     await buildsteps.create("cleanup", "echo cleanup", build="b", order=2, runPolicy="Always")
     home, pid = await running_pid(buildsteps, "long")
@@ -72,7 +74,9 @@ async def test_the_cancel_annotation_stops_a_running_step_and_the_rest_of_its_bu
     operator: Any, buildsteps: BuildSteps
 ) -> None:
     await buildsteps.pool("p")
-    await buildsteps.create("work", "echo $$ > work.pid; sleep 30; touch finished", build="c")
+    await buildsteps.create(
+        "work", 'echo $$ >"$HOME/work.pid"; sleep 30; touch "$HOME/finished"', build="c"
+    )
     await buildsteps.create("deploy", "echo DEPLOYING", build="c", order=1)
     home, pid = await running_pid(buildsteps, "work")
 
@@ -92,8 +96,8 @@ async def test_the_cancel_annotation_on_a_queued_step_cancels_it_before_it_runs(
     operator: Any, buildsteps: BuildSteps
 ) -> None:
     await buildsteps.pool("p", maxAgents=1)
-    await buildsteps.create("first", "while [ ! -e go ]; do sleep 0.05; done", build="q")
-    await buildsteps.create("second", "touch second-ran", build="q", order=1)
+    await buildsteps.create("first", 'while [ ! -e "$HOME/go" ]; do sleep 0.05; done', build="q")
+    await buildsteps.create("second", 'touch "$HOME/second-ran"', build="q", order=1)
     running = await buildsteps.wait_phase("first", "Running")
     home = buildsteps.home(running["agent"])
 
@@ -210,7 +214,7 @@ async def test_a_queued_step_says_what_it_waits_for_and_which_setting_limits_it(
     operator: Any, buildsteps: BuildSteps
 ) -> None:
     await buildsteps.pool("p", minIdle=1, maxAgents=1)
-    await buildsteps.create("holder", "while [ ! -e go ]; do sleep 0.05; done", build="a")
+    await buildsteps.create("holder", 'while [ ! -e "$HOME/go" ]; do sleep 0.05; done', build="a")
     home = await running_home(buildsteps, "holder")
     await buildsteps.create("waiter", "echo done", build="b")
 

@@ -51,7 +51,7 @@ async def test_a_step_that_cannot_get_a_connection_fails_saying_what_to_raise(
     spec = {"minIdle": 2, "maxAgents": 2, "apiConnections": {"max": 1, "queueTimeout": "1s"}}
     await buildsteps.pool("p", **spec)
     await buildsteps.wait_agents("p", 2)
-    await buildsteps.create("holder", "touch holding; sleep 4", build="a")
+    await buildsteps.create("holder", 'touch "$HOME/holding"; sleep 4', build="a")
     # Its Running status cannot be written while it holds the only slot: look in the agents.
     agents = buildsteps.home("*").parent.parent
     await eventually(lambda: _any(agents.glob("*/main/holding")), 20, "the holder to start")

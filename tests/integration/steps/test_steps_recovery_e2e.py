@@ -11,7 +11,7 @@ from step_client import STEPS_NAMESPACE, BuildSteps
 POOL = f"{STEPS_NAMESPACE}/p"
 # Prints over about two seconds, so sessions dropped every 0.7 s cut it several times.
 SLOW = (
-    'echo run >> "count-$STEP"; i=0; '
+    'echo run >>"$HOME/count-$STEP"; i=0; '
     'while [ $i -lt 5 ]; do echo "line $i"; i=$((i + 1)); sleep 0.4; done; exit 7'
 )
 SLOW_OUTPUT = "".join(f"line {i}\n" for i in range(5))
@@ -49,7 +49,7 @@ async def test_an_operator_restart_mid_batch_loses_no_step_and_runs_none_twice(
     await buildsteps.wait_agents("p", 1)
     names = [f"s{i}" for i in range(6)]
     for i, name in enumerate(names):
-        script = f'echo run >> "count-{name}"; sleep 0.4; echo "{name} done"'
+        script = f'echo run >>"$HOME/count-{name}"; sleep 0.4; echo "{name} done"'
         await buildsteps.create(name, script, build="b", order=i)
     await buildsteps.wait_final("s1")
 
