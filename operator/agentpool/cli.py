@@ -230,8 +230,8 @@ def _state_dir_option(command: F) -> F:
         "--agent-state-dir",
         envvar="AGENTPOOL_AGENT_STATE_DIR",
         default=Config().agent_state_dir,
-        show_default=True,
-        help="The operator's agent state directory, where steps keep their output "
+        help="The operator's agent state directory, where steps keep their output; by "
+        "default ${TMPDIR:-/tmp}/.agentpool in the agent container "
         "[env: AGENTPOOL_AGENT_STATE_DIR].",
     )(command)
 

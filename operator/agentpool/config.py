@@ -51,7 +51,9 @@ class Config:
     build_grace: float = 1.0
     session_hold: float = 0.2
     image_pull_grace: float = 60.0
-    agent_state_dir: str = "/tmp/.agentpool"
+    # Empty: the container decides, `${TMPDIR:-/tmp}/.agentpool` (each sandbox container has
+    # a TMPDIR of its own, as a real pod has its own /tmp).
+    agent_state_dir: str = ""
     kubeconfig: str | None = None
     verbose: bool = False
 
@@ -77,9 +79,10 @@ class Config:
         for seconds_field in ("build_grace", "session_hold", "image_pull_grace"):
             if getattr(self, seconds_field) < 0:
                 raise ConfigError(_variable(seconds_field), "must not be negative")
-        if not self.agent_state_dir.startswith("/"):
+        if self.agent_state_dir and not self.agent_state_dir.startswith("/"):
             raise ConfigError(
-                _variable("agent_state_dir"), "must be an absolute path inside agent containers"
+                _variable("agent_state_dir"),
+                "must be an absolute path inside agent containers (or empty for the default)",
             )
 
     @classmethod
@@ -195,7 +198,7 @@ class Setting:
             return str(value.value)
         if isinstance(value, float):
             return f"{value:g}"
-        return str(value)
+        return str(value) or "(empty)"
 
 
 def _variable(name: str) -> str:
@@ -279,7 +282,9 @@ SETTINGS: tuple[Setting, ...] = (
         "agent_state_dir",
         _parse_str,
         "Directory inside agent containers where step scripts, output and exit codes are kept, "
-        "so that steps survive dropped sessions and operator restarts.",
+        "so that steps survive dropped sessions and operator restarts. Empty (the default): "
+        "${TMPDIR:-/tmp}/.agentpool as the container's shell resolves it; a container's own "
+        "AGENTPOOL_STATE_DIR variable overrides both.",
     ),
     Setting(
         "kubeconfig",

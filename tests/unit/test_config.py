@@ -21,7 +21,7 @@ def test_defaults_without_environment() -> None:
     assert config.log_format is LogFormat.PLAIN
     assert config.watch_client_timeout > config.watch_server_timeout
     assert config.batching is True
-    assert config.agent_state_dir == "/tmp/.agentpool"
+    assert config.agent_state_dir == ""  # the container's ${TMPDIR:-/tmp}/.agentpool
     assert config.kubeconfig is None
     assert config.verbose is False
 

@@ -84,6 +84,9 @@ class RunnerContext:
     written: Callable[[StepRun], Awaitable[None]] = field(default=lambda run: _nothing())
     # Whether every status update of the step is written (its agent-side files may go then).
     settled: Callable[[StepRun], bool] = lambda run: False
+    # A finished step runs again (its build is re-run after a lost agent): the engine routes
+    # its events to its runner again and no longer keeps it for retention.
+    reopened: Callable[[StepRun], None] = lambda run: None
     # Finished steps whose files are still on (pod, container), for the next session there.
     leftovers: dict[tuple[str, str], list[StepRun]] = field(default_factory=dict)
     pools_changed: asyncio.Event = field(default_factory=asyncio.Event)

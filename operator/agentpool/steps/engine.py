@@ -103,6 +103,7 @@ class StepEngine:
             event=self._event,
             written=lambda run: self.writer.written(run.namespace, run.name),
             settled=lambda run: self.writer.settled(run.namespace, run.name),
+            reopened=self._reopened,
         )
         self._queues: dict[RunnerKey, BuildQueue] = {}
         self._runners: dict[RunnerKey, BuildRunner] = {}
@@ -146,8 +147,8 @@ class StepEngine:
         uid = str(meta.get("uid", ""))
         if event_type == "DELETED" or meta.get("deletionTimestamp"):
             self._deleted(namespace, name, uid, gone=event_type == "DELETED")
+            self._forget_result(namespace, name, uid, body, gone=event_type == "DELETED")
             if event_type == "DELETED":
-                self._forget_result(namespace, name, body)
                 self.retention.forget(uid)
             return
         cancel = _cancel_asked(meta)
@@ -374,15 +375,32 @@ class StepEngine:
             runner.queue.record(name, StepPhase.CANCELLED)
             self._finished(run, Outcome(StepPhase.CANCELLED, "Cancelled", CANCEL_MESSAGE))
 
-    def _forget_result(self, namespace: str, name: str, body: Mapping[str, Any]) -> None:
-        """A deleted step's failure or cancellation no longer stops its build (re-run)."""
+    def _forget_result(
+        self, namespace: str, name: str, uid: str, body: Mapping[str, Any], *, gone: bool
+    ) -> None:
+        """A step being deleted is never run again by a re-run of its build; once gone, its
+        failure or cancellation no longer stops its build (re-run)."""
         try:
             spec = BuildStepSpec.from_body(body.get("spec") or {}, name=name)
         except SpecError:
             return
-        queue = self._queues.get((namespace, spec.build, f"{namespace}/{spec.pool}"))
-        if queue is not None:
+        key = (namespace, spec.build, f"{namespace}/{spec.pool}")
+        runner = self._runners.get(key)
+        if runner is not None:
+            runner.deleted_after_finish(name, uid)
+        queue = self._queues.get(key)
+        if queue is not None and gone:
             queue.forget(name)
+
+    def _reopened(self, run: StepRun) -> None:
+        """A finished step runs again in a re-run of its build: its events go to its runner
+        again (not ignored as a finished step's), and retention no longer deletes it."""
+        self._finished_uids.pop(run.uid, None)
+        self.retention.forget(run.uid)
+        self._index[(run.namespace, run.name)] = (
+            run.uid,
+            (run.namespace, run.spec.build, run.pool),
+        )
 
     # --- queries ------------------------------------------------------------------------
 

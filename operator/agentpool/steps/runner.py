@@ -7,7 +7,9 @@ session slot (a build boundary), and during a step that ran `sessions.detachAfte
 it detaches: the stream is dropped and the step collected later with a new session that
 resumes it by offset (`handover` holds these decisions). Nothing runs twice: a
 step's start is idempotent in the container (the session protocol's `started` marker), so
-resubmitting a step that may have started only watches it.
+resubmitting a step that may have started only watches it. A build never goes on on a new
+agent without the workspace a lost agent took with it: `reruns` decides whether the step alone
+is retried, fails, or the build runs again from its first step.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from agentpool.kube.backoff import Backoff, BackoffPolicy, is_throttled
 from agentpool.kube.exec import ExecError
 from agentpool.kube.quota import ApiQuota, QuotaTimeout
 from agentpool.model import AgentPoolSpec, StepPhase, WorkspaceIsolation
-from agentpool.steps import handover, workspaces
+from agentpool.steps import handover, reruns, workspaces
 from agentpool.steps.context import Lease, RunnerContext
 from agentpool.steps.handover import QuotaState
 from agentpool.steps.outcomes import Outcome, classify
@@ -61,13 +63,18 @@ GATHER_CAP = 4
 
 
 class InfrastructureFailure(Exception):
-    def __init__(self, failure: Failure, message: str) -> None:
+    def __init__(self, failure: Failure, message: str, *, agent: str | None = None) -> None:
         super().__init__(message)
         self.failure = failure
+        self.agent = agent  # AgentLost: the agent pod that was lost, when one is known
 
 
 class _PoolDeleted(Exception):
     """The pool went away during an attempt that is to be retried: the step waits for it."""
+
+
+class _Rerun(Exception):
+    """The build lost its agent and is queued to run again from its first step."""
 
 
 class BuildRunner:
@@ -88,12 +95,14 @@ class BuildRunner:
         self._arrivals = 0  # steps added so far: the batch window restarts on each
         self._placed: str | None = None  # the agent a status write of this build names
         self._gone_results: set[str] = set()
-        self._ran_here = 0  # steps of the build finished on the leased agent (its workspace)
+        # Steps of the build finished in this runner's life, by name: where they ran (their
+        # work is in the build's workspace there), how they ended, whether deleted since.
+        self._ran: dict[str, tuple[StepRun, reruns.RanStep]] = {}
         # Finished steps whose files (output, exit code) are still on their agent: removed
         # over the open session once their final status is written.
         self._forgettable: list[tuple[str, str, StepRun]] = []
         self._lost_reason = ""  # why the build's last lost agent was lost
-        self._lost_with = 0  # steps of the build that ran on agents it lost (their workspaces)
+        self._lost_agents: set[str] = set()  # agents the build lost (with what ran there)
 
     # --- queue ------------------------------------------------------------------------
 
@@ -133,7 +142,9 @@ class BuildRunner:
             while True:
                 decision = self.queue.next()
                 if decision is None:
-                    self._lost_with = 0  # the build is over: steps appended later start anew
+                    # The build is over: steps appended later start anew, on an agent still
+                    # there (the build goes back to its agent, where its workspace is).
+                    self._forget_lost_agents()
                     for name in self._gone_results:
                         self.queue.forget(name)
                     self._gone_results.clear()
@@ -178,11 +189,13 @@ class BuildRunner:
                     outcome = await self._run_step(run, container, spec)
                 except _PoolDeleted:
                     continue  # parked as Pending/PoolNotFound until the pool is back
+                except _Rerun:
+                    continue  # the build's first step is next in line again
                 finally:
                     self.running = None
-                if self.lease is not None and run.agent == self.lease.pod_name:
-                    self._ran_here += 1
                 if run.submitted and run.agent is not None:
+                    ran = reruns.RanStep(run.queued, run.agent, outcome.phase)
+                    self._ran[run.name] = (run, ran)
                     self._forgettable.append((run.agent, container, run))
                 self._finish(run, outcome)
         except asyncio.CancelledError:
@@ -192,6 +205,20 @@ class BuildRunner:
             await self._sessions.close_all()
             await self._release_lease()
             raise
+
+    def _forget_lost_agents(self) -> None:
+        """What ran on the agents the build lost no longer matters: the build is over, or
+        runs again from its first step."""
+        lost = self._lost_agents
+        self._ran = {name: ran for name, ran in self._ran.items() if ran[1].agent not in lost}
+        self._lost_agents = set()
+
+    def deleted_after_finish(self, name: str, uid: str) -> None:
+        """A finished step of the build is deleted: a re-run of the build cannot run it
+        again (what it did on its agent still counts as lost with that agent)."""
+        entry = self._ran.get(name)
+        if entry is not None and entry[0].uid == uid:
+            self._ran[name] = (entry[0], replace(entry[1], deleted=True))
 
     def _finish(self, run: StepRun, outcome: Outcome) -> None:
         self.queue.record(run.name, outcome.phase)
@@ -289,18 +316,10 @@ class BuildRunner:
                     # pool instead of failing the step.
                     await self._release_lease()
                     raise _PoolDeleted from None
-                ran_there = self._ran_here + self._lost_with
-                if failure.failure is Failure.AGENT_LOST and ran_there:
-                    # Earlier steps of the build ran on the lost agent: its workspace went with
-                    # it, and a retry elsewhere would go on as if it were there. The step fails
-                    # and the build's later steps are skipped; the build can be re-run.
-                    return Outcome(
-                        StepPhase.FAILED,
-                        Failure.AGENT_LOST.value,
-                        f"{failure}; {ran_there} earlier step(s) of build "
-                        f"{self.queue.key[1]} ran there and its workspace is gone, so the step "
-                        "is not retried elsewhere: re-run the build",
-                    )
+                if failure.failure is Failure.AGENT_LOST:
+                    lost = await self._agent_lost(run, failure)  # raises _Rerun to re-run
+                    if lost is not None:
+                        return lost
                 if should_retry(failure.failure, run.attempts, run.spec.retries):
                     log.warning(
                         "step %s/%s attempt %d: %s; retrying",
@@ -327,6 +346,74 @@ class BuildRunner:
                 return Outcome(StepPhase.FAILED, Failure.SESSION_LOST.value, message)
             return outcome
 
+    async def _agent_lost(self, run: StepRun, failure: InfrastructureFailure) -> Outcome | None:
+        """The step's agent is lost (`reruns.plan` decides): None when the step alone follows
+        the ordinary retry rules (nothing of the build ran there); the step's failure when the
+        build's workspace went with the agent and the build is not re-run; raises `_Rerun`
+        once the build is queued to run again from its first step."""
+        if failure.agent is not None:
+            self._lost_agents.add(failure.agent)
+        loss = reruns.plan(
+            (ran for _, ran in self._ran.values()),
+            self._lost_agents,
+            stopped=self.queue.stopped,
+            retry=should_retry(Failure.AGENT_LOST, run.attempts, run.spec.retries),
+        )
+        build = self.queue.key[1]
+        if loss.verdict is reruns.AgentLoss.STEP_ONLY:
+            return None
+        if loss.verdict is reruns.AgentLoss.FAIL:
+            message = reruns.failed_message(loss, str(failure), build)
+            return Outcome(StepPhase.FAILED, Failure.AGENT_LOST.value, message)
+        agent = failure.agent or loss.lost_with[-1].agent
+        message = reruns.rerun_message(agent, run.name, loss.again[0].name, build)
+        log.warning("build %s/%s: %s (%s)", run.namespace, build, message, failure)
+        again = [self._ran[step.name][0] for step in loss.again]
+        for earlier in again:
+            # Forgotten as finished and queued before any write: a deletion from now on
+            # finds the step in this runner and cancels it.
+            earlier.rerun()
+            self.ctx.reopened(earlier)
+            self.add(earlier)
+            self._rerun_status(earlier, message)
+        # Nothing of the re-run may start before the earlier steps say they are pending
+        # again: an operator that crashes from here on lists them as not finished and runs
+        # them. The lost step says so last: a crash before that leaves it Running on the lost
+        # agent, where the next operator finds it lost and retries it after them.
+        for earlier in again:
+            await self._until_written(earlier)
+        if self.lease is not None and self.lease.lost.is_set():
+            await self._release_lease()  # before forgetting the lost agents: it names one
+        run.rerun()
+        self._rerun_status(run, message)
+        self._forget_lost_agents()  # queued again, or deleted
+        self._forgettable = [f for f in self._forgettable if f[2] not in again]
+        raise _Rerun
+
+    def _workspace_lost_with(self) -> str | None:
+        """A lost agent on which steps of the build ran, if any, while the build goes on (a
+        stopped build's `runPolicy: Always` steps run anyway: they clean up or report, and
+        expect no workspace)."""
+        if self.queue.stopped:
+            return None
+        return next((r.agent for _, r in self._ran.values() if r.agent in self._lost_agents), None)
+
+    def _rerun_status(self, run: StepRun, message: str) -> None:
+        """The re-run step's pending status (a new attempt) and its one Event."""
+        status = StepStatus.rerun(reruns.RERUN_AFTER_AGENT_LOST, message)
+        self.ctx.write(run, status.counted(run.attempts, run.generation), 0.0)
+        self.ctx.event(run, reruns.RERUN_AFTER_AGENT_LOST, message)
+
+    async def _until_written(self, run: StepRun) -> None:
+        """Until the step's status updates are written (or given up: it was deleted); a
+        starved quota only delays the write, which goes on in the background."""
+        while True:
+            try:
+                await self.ctx.written(run)
+                return
+            except QuotaTimeout as error:
+                log.info("step %s/%s: its re-run waits for its status: %s", *run.key, error)
+
     async def _attempt(self, run: StepRun, container: str, spec: AgentPoolSpec) -> StepResult:
         """Run (or resume) the current attempt until its result; raise InfrastructureFailure."""
         failures = 0  # in a row, throttling aside
@@ -344,6 +431,17 @@ class BuildRunner:
                     Failure.AGENT_LOST,
                     f"agent {run.agent} was lost while the step ran on it"
                     + (f" ({self._lost_reason})" if self._lost_reason else ""),
+                    agent=run.agent,
+                )
+            lost_with = self._workspace_lost_with() if not run.submitted else None
+            if lost_with is not None:
+                # The agent went between two steps of the build (the step has not started
+                # anywhere): the step would start on `pod` without what the others left.
+                raise InfrastructureFailure(
+                    Failure.AGENT_LOST,
+                    f"agent {lost_with} was lost before the step started"
+                    + (f" ({self._lost_reason})" if self._lost_reason else ""),
+                    agent=lost_with,
                 )
             quota = self._quota(spec)
             if not run.submitted and self._placed != pod:
@@ -422,7 +520,9 @@ class BuildRunner:
                     await self._sessions.drop(pod, container)
                     reason = getattr(self.lease, "lost_reason", "") or "the agent was lost"
                     self._drop_lease_if(pod)
-                    raise InfrastructureFailure(Failure.AGENT_LOST, f"agent {pod}: {reason}")
+                    raise InfrastructureFailure(
+                        Failure.AGENT_LOST, f"agent {pod}: {reason}", agent=pod
+                    )
                 if first == "deleted":
                     cancel_sent = True
                     with contextlib.suppress(SessionLost):
@@ -505,7 +605,9 @@ class BuildRunner:
                 gone = await self.ctx.agents.agent_gone(self.pool, namespace, pod)
                 if gone is not None:
                     self._drop_lease_if(pod)
-                    raise InfrastructureFailure(Failure.AGENT_LOST, f"agent {pod}: {gone}")
+                    raise InfrastructureFailure(
+                        Failure.AGENT_LOST, f"agent {pod}: {gone}", agent=pod
+                    )
                 if failures >= MAX_SESSION_FAILURES:
                     raise InfrastructureFailure(
                         Failure.SESSION_LOST,
@@ -670,8 +772,7 @@ class BuildRunner:
             return
         if lease.lost.is_set():
             self._lost_reason = lease.lost_reason
-            self._lost_with += self._ran_here
-            self._ran_here = 0
+            self._lost_agents.add(lease.pod_name)
         spec = self.ctx.agents.pool_spec(self.pool)
         delete = lease.lost.is_set() or (spec is not None and spec.ephemeral)
         try:

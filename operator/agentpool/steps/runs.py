@@ -108,6 +108,16 @@ class StepRun:
         self.tail.clear()
         self.running_since = None
 
+    def rerun(self) -> None:
+        """The step (finished, or lost with its agent) runs again in a re-run of its build:
+        a new attempt that starts from nothing, pending again, on whatever agent the build
+        gets next (the one it ran on is gone). `started_at` stays its first start, as for
+        any retry."""
+        self.next_attempt()
+        self.home = None
+        self.sent_to = None
+        self.phase = StepPhase.QUEUED
+
     @property
     def queued(self) -> QueuedStep:
         return QueuedStep(

@@ -39,12 +39,12 @@ class StepStatus:
     attempts: int | None = None
     observed_generation: int | None = None
     agent: str | Removed | None = None
-    session: str | None = None
-    exit_code: int | None = None
+    session: str | Removed | None = None
+    exit_code: int | Removed | None = None
     started_at: datetime | None = None
-    finished_at: datetime | None = None
-    log_bytes: int | None = None
-    log_tail: str | None = None
+    finished_at: datetime | Removed | None = None
+    log_bytes: int | Removed | None = None
+    log_tail: str | Removed | None = None
 
     @classmethod
     def queued(cls, message: str) -> StepStatus:
@@ -58,6 +58,23 @@ class StepStatus:
             message=f"running on agent {on.agent}",
             agent=on.agent,
             session=on.session,
+        )
+
+    @classmethod
+    def rerun(cls, reason: str, message: str) -> StepStatus:
+        """Pending again as a new attempt of a re-run build: what the earlier attempt left
+        (its agent and session, exit code, output, end) no longer describes the step, and a
+        new attempt may end without rewriting each of them (an exit code, say)."""
+        return cls(
+            phase=StepPhase.QUEUED,
+            reason=reason,
+            message=message,
+            agent=REMOVED,
+            session=REMOVED,
+            exit_code=REMOVED,
+            finished_at=REMOVED,
+            log_bytes=REMOVED,
+            log_tail=REMOVED,
         )
 
     def counted(self, attempts: int, generation: int | None) -> StepStatus:
@@ -79,18 +96,19 @@ class StepStatus:
             body["reason"] = self.reason
         if self.message is not None:
             body["message"] = self.message
-        if self.agent is not None:
-            body["agent"] = None if self.agent is REMOVED else self.agent
-        if self.session is not None:
-            body["session"] = self.session
-        if self.exit_code is not None:
-            body["exitCode"] = self.exit_code
+        _put(body, "agent", self.agent)
+        _put(body, "session", self.session)
+        _put(body, "exitCode", self.exit_code)
         if self.started_at is not None:
             body["startedAt"] = rfc3339(self.started_at)
-        if self.finished_at is not None:
-            body["finishedAt"] = rfc3339(self.finished_at)
-        if self.log_bytes is not None:
-            body["logBytes"] = self.log_bytes
-        if self.log_tail is not None:
-            body["logTail"] = self.log_tail
+        finished = self.finished_at
+        _put(body, "finishedAt", rfc3339(finished) if isinstance(finished, datetime) else finished)
+        _put(body, "logBytes", self.log_bytes)
+        _put(body, "logTail", self.log_tail)
         return body
+
+
+def _put(body: dict[str, Any], key: str, value: object) -> None:
+    """A field set (its value), deleted (`REMOVED`: null in a merge-patch) or left (None)."""
+    if value is not None:
+        body[key] = None if value is REMOVED else value

@@ -82,3 +82,17 @@ def test_a_placed_step_keeps_its_home_across_a_retry() -> None:
     step.next_attempt()
 
     assert step.home == "pod-a"
+
+
+def test_a_rerun_is_a_new_attempt_pending_anywhere_from_nothing() -> None:
+    step = run()
+    step.attempts = 1
+    step.sent(AgentRef("pod-a", "n1"))
+    step.home = "pod-a"
+    step.add_output(b"done\n")
+
+    step.rerun()
+
+    assert (step.attempts, step.attempt, step.agent, step.home) == (2, Attempt.WAITING, None, None)
+    assert (step.offset, step.log_tail(), step.phase.value) == (0, "", "Queued")
+    assert step.step_id == "uid.2"  # a directory of its own: the step really runs again

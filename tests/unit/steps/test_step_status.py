@@ -67,3 +67,21 @@ def test_queued_and_running_say_why() -> None:
         "agent": "pod-a",
         "session": "n1",
     }
+
+
+def test_a_rerun_step_is_queued_again_without_what_its_earlier_attempt_left() -> None:
+    status = StepStatus.rerun("RerunAfterAgentLost", "agent a was lost").counted(2, 1)
+
+    assert status.patch() == {
+        "attempts": 2,
+        "observedGeneration": 1,
+        "phase": "Queued",
+        "reason": "RerunAfterAgentLost",
+        "message": "agent a was lost",
+        "agent": None,
+        "session": None,
+        "exitCode": None,
+        "finishedAt": None,
+        "logBytes": None,
+        "logTail": None,
+    }
