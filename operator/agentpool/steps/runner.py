@@ -562,7 +562,10 @@ class BuildRunner:
         stays while no other build has used the agent, since a build's later steps go back to
         the agent its earlier ones ran on; this also removes what an operator restart or a
         lost session left."""
-        for run in self.ctx.leftovers.pop((pod, container), []):
+        left = self.ctx.leftovers.pop((pod, container), [])
+        if container == spec.agent_container:  # steps that named no container (a restart's)
+            left += self.ctx.leftovers.pop((pod, ""), [])
+        for run in left:
             if not self.ctx.settled(run):
                 self.ctx.leave(pod, container, run)
                 continue

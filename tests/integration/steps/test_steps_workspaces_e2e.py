@@ -68,3 +68,25 @@ async def test_shared_workspaces_let_a_build_see_what_the_last_one_left(
     assert second["phase"] == "Succeeded"
     assert second["logTail"].endswith(f"{SECRET}\n")  # team-a's file, read by team-b
     assert not (state / ".ws").exists()
+
+
+async def test_a_restarted_operator_removes_an_earlier_builds_output_before_the_next_build(
+    start_operator: Any, operator_config: Config, buildsteps: BuildSteps, tmp_path: Path
+) -> None:
+    state = tmp_path / "agent-state"
+    config = dataclasses.replace(operator_config, agent_state_dir=str(state))
+    first = await start_operator(config)
+    # The build holds its agent (and its files) for long: the operator stops before that ends.
+    await buildsteps.pool("p", maxAgents=1, sessions={"linger": "10m"})
+    await buildsteps.create("a0", f"echo {SECRET}", build="team-a")
+    agent = (await buildsteps.wait_final("a0"))["a0"]["agent"]
+    await first.stop()
+    left_by_a = [p for p in state.rglob("out") if SECRET.encode() in p.read_bytes()]
+
+    await start_operator(config)
+    await buildsteps.create("b0", "echo b", build="team-b")
+    b0 = (await buildsteps.wait_final("b0"))["b0"]
+
+    assert left_by_a  # what the stopped operator left on the agent
+    assert (b0["phase"], b0["agent"]) == ("Succeeded", agent)
+    assert not [p for p in state.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
