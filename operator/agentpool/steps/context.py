@@ -31,6 +31,20 @@ class Lease(Protocol):
     lost_reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Leftover:
+    """A finished step whose files (output, exit code) are still on an agent: small, since a
+    restarted operator keeps one for every finished step it lists until a session goes there."""
+
+    namespace: str
+    name: str
+    step_id: str  # its directory in the container
+
+    @classmethod
+    def of(cls, run: StepRun) -> Leftover:
+        return cls(run.namespace, run.name, run.step_id)
+
+
 class AgentSource(Protocol):
     """Pools and their agents, as the pool layer offers them."""
 
@@ -82,20 +96,22 @@ class RunnerContext:
     event: Callable[[StepRun, str, str], None] = lambda run, reason, message: None
     # Until the step's status updates so far are written (the placement before a first start).
     written: Callable[[StepRun], Awaitable[None]] = field(default=lambda run: _nothing())
-    # Whether every status update of the step is written (its agent-side files may go then).
-    settled: Callable[[StepRun], bool] = lambda run: False
+    # Whether every status update of the step (namespace, name) is written (its agent-side
+    # files may go then).
+    settled: Callable[[str, str], bool] = lambda namespace, name: False
     # A finished step runs again (its build is re-run after a lost agent): the engine routes
     # its events to its runner again and no longer keeps it for retention.
     reopened: Callable[[StepRun], None] = lambda run: None
     # Finished steps whose files are still on (pod, container), for the next session there.
-    leftovers: dict[tuple[str, str], list[StepRun]] = field(default_factory=dict)
+    # Container "": the pool's agent container (a step that named none, seen after a restart).
+    leftovers: dict[tuple[str, str], list[Leftover]] = field(default_factory=dict)
     pools_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def leave(self, pod: str, container: str, run: StepRun) -> None:
+    def leave(self, pod: str, container: str, step: Leftover) -> None:
         """Leave the step's files to the next session into `container` of `pod`."""
         left = self.leftovers.setdefault((pod, container), [])
         if len(left) < LEFTOVERS_PER_CONTAINER:
-            left.append(run)
+            left.append(step)
 
     # Tests replace how an exec stream is opened (e.g. to count or fail connections).
     open_stream: Callable[[str, str, str], Awaitable[Any]] | None = None

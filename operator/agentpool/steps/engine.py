@@ -27,7 +27,7 @@ from agentpool.kube.exec import ExecApiClient
 from agentpool.metrics import METRICS, Catalogue
 from agentpool.model import API_VERSION, BuildStepSpec, SpecError, StepCounts, StepPhase
 from agentpool.steps import logs
-from agentpool.steps.context import AgentSource, RunnerContext
+from agentpool.steps.context import AgentSource, Leftover, RunnerContext
 from agentpool.steps.outcomes import Outcome
 from agentpool.steps.retention import Retention, StepRef
 from agentpool.steps.runner import QUEUED_DELAY, BuildRunner
@@ -102,7 +102,7 @@ class StepEngine:
             state_dir=config.agent_state_dir,
             event=self._event,
             written=lambda run: self.writer.written(run.namespace, run.name),
-            settled=lambda run: self.writer.settled(run.namespace, run.name),
+            settled=self.writer.settled,
             reopened=self._reopened,
         )
         self._queues: dict[RunnerKey, BuildQueue] = {}
@@ -182,7 +182,7 @@ class StepEngine:
             finished = parse_time(status.get("finishedAt"))
             if isinstance(agent, str) and agent:
                 queue.ran_on(agent, finished)
-                self._leave_files(body, pool, spec, agent)
+                self._leave_files(body, spec, agent)
             self._retain((namespace, name, uid, pool), spec.ttl, finished)
             self._remember(uid)
             return
@@ -270,31 +270,19 @@ class StepEngine:
         if self.on_finished is not None:
             self.on_finished(run, outcome)
 
-    def _leave_files(
-        self, body: Mapping[str, Any], pool: str, spec: BuildStepSpec, agent: str
-    ) -> None:
+    def _leave_files(self, body: Mapping[str, Any], spec: BuildStepSpec, agent: str) -> None:
         """A step finished under an earlier operator (seen final in the listing after a
         restart, or written by another replica): its files (script, output, exit code) may
         still be on its agent, since that operator may have stopped before forgetting them.
         The next session into the container forgets them before its first step, as for the
         steps this operator finished, so that no later build finds another's output."""
-        meta, status = body.get("metadata") or {}, body.get("status") or {}
-        attempts = status.get("attempts")
+        meta = body.get("metadata") or {}
+        attempts = (body.get("status") or {}).get("attempts")
         if not isinstance(attempts, int) or attempts < 1:
             return  # never started on an agent: no files
-        run = StepRun(
-            namespace=str(meta.get("namespace", "")),
-            name=str(meta.get("name", "")),
-            uid=str(meta.get("uid", "")),
-            pool=pool,
-            spec=spec,
-            created=str(meta.get("creationTimestamp", "")),
-            generation=meta.get("generation"),
-            tail_limit=0,
-        )
-        run.attempts = attempts
-        # "": the pool's agent container, which the runner knows when it opens a session.
-        self.context.leave(agent, spec.container or "", run)
+        namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+        step = Leftover(namespace, name, logs.step_dir_id(dict(body)))
+        self.context.leave(agent, spec.container or "", step)
 
     def _reject(self, body: Mapping[str, Any], uid: str, reason: str, message: str) -> None:
         meta = body.get("metadata") or {}

@@ -26,7 +26,7 @@ from agentpool.kube.exec import ExecError
 from agentpool.kube.quota import ApiQuota, QuotaTimeout
 from agentpool.model import AgentPoolSpec, StepPhase, WorkspaceIsolation
 from agentpool.steps import handover, reruns, workspaces
-from agentpool.steps.context import Lease, RunnerContext
+from agentpool.steps.context import Lease, Leftover, RunnerContext
 from agentpool.steps.handover import QuotaState
 from agentpool.steps.outcomes import Outcome, classify
 from agentpool.steps.runs import AgentRef, Attempt, StepRun
@@ -546,8 +546,8 @@ class BuildRunner:
         others are left to the next session into their container (`_forget_leftovers`)."""
         for pod, container, run in self._forgettable:
             opened = self._sessions.current(pod, container)
-            if opened is None or not self.ctx.settled(run):
-                self.ctx.leave(pod, container, run)
+            if opened is None or not self.ctx.settled(run.namespace, run.name):
+                self.ctx.leave(pod, container, Leftover.of(run))
                 continue
             with contextlib.suppress(SessionLost):
                 await opened.session.forget(run.step_id)
@@ -565,12 +565,12 @@ class BuildRunner:
         left = self.ctx.leftovers.pop((pod, container), [])
         if container == spec.agent_container:  # steps that named no container (a restart's)
             left += self.ctx.leftovers.pop((pod, ""), [])
-        for run in left:
-            if not self.ctx.settled(run):
-                self.ctx.leave(pod, container, run)
+        for step in left:
+            if not self.ctx.settled(step.namespace, step.name):
+                self.ctx.leave(pod, container, step)
                 continue
             with contextlib.suppress(SessionLost):
-                await opened.session.forget(run.step_id)
+                await opened.session.forget(step.step_id)
         if spec.workspace.isolation is WorkspaceIsolation.PER_BUILD:
             keep = workspaces.for_build(*self.queue.key)
             with contextlib.suppress(SessionLost):
