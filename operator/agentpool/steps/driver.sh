@@ -157,8 +157,10 @@ while IFS=' ' read -r c a b t g l s; do
     # Names are checked like step ids, so nothing outside the agent's directory is touched.
     case $b in -|''|.*|*[!A-Za-z0-9._-]*) b=-;; esac
     if [ -n "$v" ] && [ -d "$S/.ws/$a" ]; then
+      # A build may leave read-only directories (Go's module cache does): a non-root rm
+      # cannot empty them, so they get their owner's write bit back first.
       for w in "$S/.ws/$a"/*; do
-        [ -e "$w" ] && [ "${w##*/}" != "$b" ] && rm -rf -- "$w"
+        [ -e "$w" ] && [ "${w##*/}" != "$b" ] && { chmod -R u+w -- "$w" 2>/dev/null; rm -rf -- "$w"; }
       done
     fi;;
   bye) break;;
