@@ -36,6 +36,18 @@ async def kill_agent_under(buildsteps: BuildSteps, step: str, marker: Path) -> s
     return agent
 
 
+async def checkout_compile_deploy(
+    buildsteps: BuildSteps, build: str, compile_script: str, *, retries: int, **checkout: Any
+) -> None:
+    """A pool of two warm agents and a build: checkout writes src.txt, compile runs
+    `compile_script` (with `retries`), deploy reads src.txt."""
+    await buildsteps.pool("p", minIdle=2, maxAgents=3)
+    await buildsteps.wait_agents("p", 2)
+    await buildsteps.create("checkout", "echo code > src.txt", build=build, order=0, **checkout)
+    await buildsteps.create("compile", compile_script, build=build, order=1, retries=retries)
+    await buildsteps.create("deploy", "cat src.txt", build=build, order=2)
+
+
 async def test_a_builds_first_step_is_retried_on_a_new_agent_when_its_agent_is_lost(
     operator: Any, buildsteps: BuildSteps, tmp_path: Path
 ) -> None:
@@ -123,11 +135,9 @@ async def test_a_build_whose_steps_on_the_lost_agent_were_deleted_is_not_rerun(
     operator: Any, buildsteps: BuildSteps, tmp_path: Path
 ) -> None:
     started = tmp_path / "started"
-    await buildsteps.pool("p", minIdle=2, maxAgents=3)
-    await buildsteps.wait_agents("p", 2)
-    await buildsteps.create("checkout", "echo code > src.txt", build="f", ttlSecondsAfterFinished=0)
-    await buildsteps.create("compile", waiting(started), build="f", order=1, retries=2)
-    await buildsteps.create("deploy", "cat src.txt", build="f", order=2)
+    await checkout_compile_deploy(
+        buildsteps, "f", waiting(started), retries=2, ttlSecondsAfterFinished=0
+    )
     await eventually(lambda: _gone(buildsteps, "checkout"), 10, "checkout to be deleted")
 
     lost = await kill_agent_under(buildsteps, "compile", started)
@@ -177,12 +187,8 @@ async def test_an_operator_that_crashed_mid_rerun_runs_the_rerun_steps_again_fir
 ) -> None:
     tried = tmp_path / "tried"
     old = await start_operator()
-    await buildsteps.pool("p", minIdle=2, maxAgents=3)
-    await buildsteps.wait_agents("p", 2)
-    await buildsteps.create("checkout", "echo code > src.txt", build="d", order=0)
     compile_script = f"if [ -e {tried} ]; then cat src.txt; else {waiting(tried)}; fi"
-    await buildsteps.create("compile", compile_script, build="d", order=1, retries=2)
-    await buildsteps.create("deploy", "cat src.txt", build="d", order=2)
+    await checkout_compile_deploy(buildsteps, "d", compile_script, retries=2)
     lost: str = (await buildsteps.wait_phase("compile", "Running"))["agent"]
     await eventually(tried.exists, 10, "compile to start")
     await old.stop()
@@ -221,11 +227,7 @@ async def test_without_retries_a_build_that_lost_its_agent_fails_and_skips_the_r
     operator: Any, buildsteps: BuildSteps, tmp_path: Path
 ) -> None:
     started = tmp_path / "started"
-    await buildsteps.pool("p", minIdle=2, maxAgents=3)
-    await buildsteps.wait_agents("p", 2)
-    await buildsteps.create("checkout", "echo code > src.txt", build="d", order=0)
-    await buildsteps.create("compile", waiting(started), build="d", order=1, retries=0)
-    await buildsteps.create("deploy", "cat src.txt", build="d", order=2)
+    await checkout_compile_deploy(buildsteps, "d", waiting(started), retries=0)
 
     lost = await kill_agent_under(buildsteps, "compile", started)
     statuses = await buildsteps.wait_final("checkout", "compile", "deploy", within=60)
