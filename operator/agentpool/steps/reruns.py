@@ -6,6 +6,9 @@ workspace goes with it, so the step must never go on on a new agent as if the wo
 there. `plan` decides, from the build's finished steps (where each ran, how it ended, whether
 it still exists) and the agents the build lost. Rules, in the order they apply:
 
+0. Steps of the build ran on the lost agent before its runner knew them (listed after an
+   operator restart, or run before the build went idle and came back): they cannot be run
+   again, and the workspace they made is gone: `FAIL`.
 1. Nothing of the build ran on a lost agent (the step is the build's first there): nothing of
    the workspace is missing, so the step alone follows the ordinary retry rules
    (`should_retry`): `STEP_ONLY`.
@@ -76,13 +79,25 @@ class Rerun:
 
 
 def plan(
-    ran: Iterable[RanStep], lost_agents: Collection[str], *, stopped: bool, retry: bool
+    ran: Iterable[RanStep],
+    lost_agents: Collection[str],
+    *,
+    stopped: bool,
+    retry: bool,
+    ran_earlier: Collection[str] = (),
 ) -> Rerun:
     """Decide for a step whose agent was lost; `ran`: the build's finished steps,
     `lost_agents`: every agent the build lost (the step's included), `stopped`: the build
-    failed or was cancelled, `retry`: the lost step's own retries allow another attempt."""
+    failed or was cancelled, `retry`: the lost step's own retries allow another attempt,
+    `ran_earlier`: agents that steps of the build unknown to `ran` ran on."""
     in_order = sorted(ran, key=lambda r: r.step.sort_key)
     lost_with = tuple(r for r in in_order if r.agent in lost_agents)
+    if any(agent in ran_earlier for agent in lost_agents):
+        why = (
+            "earlier steps of the build ran there before an operator restart or before the "
+            "build went idle, so they cannot be run again"
+        )
+        return Rerun(AgentLoss.FAIL, lost_with, why=why)
     if not lost_with:
         return Rerun(AgentLoss.STEP_ONLY)
     if stopped:
@@ -101,8 +116,9 @@ def plan(
 def failed_message(loss: Rerun, failure: str, build: str) -> str:
     """The status message of a step failed by rules 2-4: what happened and what to do."""
     names = ", ".join(r.step.name for r in loss.lost_with)
+    steps = f"step(s) {names}" if names else "earlier steps"
     return (
-        f"{failure}; step(s) {names} of build {build} ran there and the build's workspace "
+        f"{failure}; {steps} of build {build} ran there and the build's workspace "
         f"is gone, so the step is not continued elsewhere and the build is not re-run: "
         f"{loss.why}. Re-run the build (agentpool build rerun {build}), or give the step "
         "spec.retries so that a lost agent re-runs the build from its first step"

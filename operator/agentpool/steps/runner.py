@@ -358,6 +358,7 @@ class BuildRunner:
             self._lost_agents,
             stopped=self.queue.stopped,
             retry=should_retry(Failure.AGENT_LOST, run.attempts, run.spec.retries),
+            ran_earlier=self.queue.ran_earlier,
         )
         build = self.queue.key[1]
         if loss.verdict is reruns.AgentLoss.STEP_ONLY:

@@ -75,9 +75,18 @@ class BuildQueue:
     # The agent the build's latest finished step ran on: its workspace is there.
     agent: str | None = None
     _agent_finished: datetime | None = None
+    # Agents that steps of the build ran on before its current runner: seen in the listing
+    # after a restart, or remembered from an earlier runner of the build (it went idle).
+    # The runner does not know those steps, so it cannot run them again.
+    ran_earlier: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if self.agent is not None:
+            self.ran_earlier.add(self.agent)
 
     def ran_on(self, agent: str, finished: datetime | None) -> None:
         """Note the agent of a finished step (the latest finish wins)."""
+        self.ran_earlier.add(agent)
         latest = self._agent_finished
         if self.agent is None or (finished and (latest is None or finished >= latest)):
             self.agent, self._agent_finished = agent, finished

@@ -243,3 +243,30 @@ async def test_without_retries_a_build_that_lost_its_agent_fails_and_skips_the_r
     assert "workspace is gone" in compile_["message"]
     assert "agentpool build rerun d" in compile_["message"]
     assert (deploy["phase"], deploy["reason"]) == ("Skipped", "PreviousStepFailed")
+
+
+async def test_after_a_restart_a_build_that_lost_its_agent_is_not_rerun_without_its_steps(
+    start_operator: Callable[[], Awaitable[Any]], buildsteps: BuildSteps, tmp_path: Path
+) -> None:
+    started = tmp_path / "started"
+    old = await start_operator()
+    await buildsteps.pool("p", minIdle=2, maxAgents=3)
+    await buildsteps.wait_agents("p", 2)
+    await buildsteps.create("checkout", "echo code > src.txt", build="g")
+    home = (await buildsteps.wait_final("checkout"))["checkout"]["agent"]
+    await old.stop()
+    # The new operator knows checkout only from its listing: it cannot run it again.
+    await start_operator()
+    script = f"if [ -e {started} ]; then cat src.txt; else {waiting(started)}; fi"
+    await buildsteps.create("compile", script, build="g", order=1, retries=2)
+
+    lost = await kill_agent_under(buildsteps, "compile", started)
+    compile_ = (await buildsteps.wait_final("compile", within=60))["compile"]
+
+    assert lost == home  # the build went back to its workspace
+    assert (compile_["phase"], compile_["reason"], compile_["attempts"]) == (
+        "Failed",
+        "AgentLost",
+        1,
+    )
+    assert "before an operator restart" in compile_["message"]

@@ -62,3 +62,13 @@ def test_the_rerun_message_names_the_lost_agent_the_step_and_where_the_build_sta
         "agent p-x was lost with build b's workspace while step compile ran; the build runs "
         "again from step checkout on a new agent"
     )
+
+
+def test_steps_the_runner_never_knew_on_the_lost_agent_fail_the_step() -> None:
+    loss = plan([], {"a"}, stopped=False, retry=True, ran_earlier={"a"})
+
+    assert loss.verdict is AgentLoss.FAIL
+    assert "cannot be run again" in failed_message(loss, "agent a: gone", "b")
+    assert plan([], {"a"}, stopped=False, retry=True, ran_earlier={"z"}).verdict is (
+        AgentLoss.STEP_ONLY
+    )
